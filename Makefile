@@ -1,0 +1,37 @@
+# IntentLab: `make run` executes every notebook headless into runs/; `make test` runs the tests.
+# Both create .venv/ and install everything on first use (Python 3.11 and pip are all a machine needs).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PYTHONHASHSEED := 0
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run test lab bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "IntentLab needs Python 3.11, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["tool"]["intentlab"]["no-deps"]))')
+	touch $(STAMP)
+
+run: $(STAMP)        ## every notebook, default parameters -> runs/
+	$(PY) -m lib.run
+
+test: $(STAMP)       ## unit tests + every notebook with smoke=True
+	$(PY) -m pytest -q
+
+bench: $(STAMP)      ## SASRec speed and quality as one JSON line
+	$(PY) -m lib.bench
+
+lab: $(STAMP)        ## JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs/ .pytest_cache

@@ -1,0 +1,372 @@
+"""Datasets as RecBole atomic files, chronological sequences, leave-one-out split.
+
+Taught in notebook 00 (data tour); every later notebook starts from `load_dataset` and `leave_one_out`.
+
+Atomic files (RecBole's format): ``<name>/<name>.inter``, ``.item``, ``.user``; tab-separated, the first
+line is a typed header such as ``user_id:token  item_id:token  rating:float  timestamp:float``. Types are
+``token``, ``token_seq`` (space-separated tokens), ``float``, ``float_seq``.
+
+Ordering rule: each user's interactions are sorted by timestamp with a *stable* sort, so interactions
+with the same timestamp keep the order in which they appear in the ``.inter`` file. ML-100K has many
+such ties (several ratings in the same second); this rule makes the sequences, and so every result,
+deterministic. Files without a timestamp column keep file order entirely.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+VALID_TYPES = ("token", "token_seq", "float", "float_seq")
+BUILTIN = ("ml-100k",)  # shipped inside RecBole's wheel
+PAD = 0  # item index 0 is padding; real items are 1..n_items-1
+
+
+class DataError(ValueError):
+    """A dataset file or dataset parameter is wrong; the message says what and what is valid."""
+
+
+# --------------------------------------------------------------------------- locating files
+def recbole_example_dir(name: str = "ml-100k") -> Path:
+    """The folder ``recbole/dataset_example/<name>/`` in RecBole's installed wheel, found without importing recbole."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset 'ml-100k' comes from the 'recbole' package, which is not installed; "
+                        "run `make test` or `make run` once (it installs recbole with --no-deps)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / name
+    if not folder.is_dir():
+        raise DataError(f"RecBole is installed but has no folder {folder}")
+    return folder
+
+
+def dataset_dir(dataset: str | Path) -> Path:
+    """Resolve the ``dataset`` parameter: a built-in name (``ml-100k``) or a path to a folder of atomic files."""
+    if str(dataset) in BUILTIN:
+        return recbole_example_dir(str(dataset))
+    folder = Path(dataset).expanduser()
+    if folder.is_dir():
+        if not (folder / f"{folder.name}.inter").is_file():
+            raise DataError(f"dataset folder {folder} has no file {folder.name}.inter; a dataset folder holds "
+                            f"RecBole atomic files named after it: {folder.name}.inter (required), "
+                            f"{folder.name}.item, {folder.name}.user (optional)")
+        return folder
+    raise DataError(f"unknown dataset {str(dataset)!r}: valid values are {', '.join(BUILTIN)} or the path of "
+                    f"an existing folder of RecBole atomic files (e.g. data/ml-1m with data/ml-1m/ml-1m.inter)")
+
+
+# --------------------------------------------------------------------------- reading one file
+def read_atomic(path: str | Path) -> pd.DataFrame:
+    """Read one atomic file into a DataFrame; column names lose their ``:type`` suffix.
+
+    token/token_seq columns stay strings (token_seq keeps its spaces); float columns become float64.
+    Errors name the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing dataset file {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}, line 1: empty file, expected a typed header such as 'item_id:token'")
+    names, types = [], []
+    for col in lines[0].rstrip("\r").split("\t"):
+        name, sep, typ = col.rpartition(":")
+        if not sep or not name:
+            raise DataError(f"{path}, line 1: header column {col!r} has no type; write it as "
+                            f"'name:type' with type one of {', '.join(VALID_TYPES)}")
+        if typ not in VALID_TYPES:
+            raise DataError(f"{path}, line 1: header column {col!r} has unknown type {typ!r}; "
+                            f"valid types are {', '.join(VALID_TYPES)}")
+        names.append(name)
+        types.append(typ)
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}, line 1: duplicate column names in header {names}")
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) != len(names):
+            raise DataError(f"{path}, line {n}: {len(fields)} fields, but the header has {len(names)} "
+                            f"({', '.join(names)})")
+        rows.append(fields)
+    df = pd.DataFrame(rows, columns=names, dtype=object)
+    for name, typ in zip(names, types):
+        if typ == "float":
+            vals = pd.to_numeric(df[name].replace("", np.nan), errors="coerce")
+            bad = vals.isna() & (df[name] != "")
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"{path}, line {i + 2}: column {name!r} is float but holds {df[name].iloc[i]!r}")
+            df[name] = vals.astype("float64")
+        else:
+            df[name] = df[name].astype(str)
+    df.attrs["types"] = dict(zip(names, types))
+    return df
+
+
+# --------------------------------------------------------------------------- the dataset
+@dataclass
+class Dataset:
+    """Chronological per-user item sequences over internal ids.
+
+    Internal item ids are 1..n_items-1 (0 is padding); internal user ids are 0..n_users-1.
+    ``item_features`` is indexed by internal item id (row 0 is the padding item, all empty).
+    """
+    name: str
+    folder: Path
+    user_tokens: np.ndarray            # (U,) raw user id of each internal user
+    item_tokens: np.ndarray            # (n_items,) raw item id of each internal item; [0] = "[PAD]"
+    sequences: list[np.ndarray]        # U arrays of internal item ids, oldest first
+    item_features: pd.DataFrame        # (n_items, ...) columns of the .item file, may have none
+    user_features: pd.DataFrame | None = None
+    n_interactions_raw: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def n_items(self) -> int:
+        """Number of item slots including the padding item 0."""
+        return len(self.item_tokens)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    def stats(self) -> dict:
+        """LLMDiRec Table 1 style statistics."""
+        n_real = self.n_items - 1
+        return {"users": self.n_users, "items": n_real, "actions": self.n_interactions,
+                "avg_length": self.n_interactions / max(self.n_users, 1),
+                "sparsity": 1.0 - self.n_interactions / max(self.n_users * n_real, 1)}
+
+
+def _k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Drop users and items with fewer than k interactions, repeatedly, until both hold."""
+    while True:
+        ucount = df["user_id"].map(df["user_id"].value_counts())
+        icount = df["item_id"].map(df["item_id"].value_counts())
+        keep = (ucount >= k) & (icount >= k)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def load_dataset(dataset: str | Path = "ml-100k", k_core: int = 0, min_seq_len: int = 3) -> Dataset:
+    """Read a folder of atomic files into chronological sequences.
+
+    k_core: drop users and items with fewer than k interactions (0 = off; ML-100K is already
+    20-core for users). min_seq_len: users with fewer interactions are dropped, since leave-one-out
+    needs at least one training item besides the validation and test items (default 3).
+    """
+    if not isinstance(k_core, int) or k_core < 0:
+        raise DataError(f"k_core must be an integer >= 0 (0 = no filtering), got {k_core!r}")
+    if not isinstance(min_seq_len, int) or min_seq_len < 3:
+        raise DataError(f"min_seq_len must be an integer >= 3 (leave-one-out needs train, valid and test "
+                        f"items), got {min_seq_len!r}")
+    folder = dataset_dir(dataset)
+    name = folder.name
+    inter_path = folder / f"{name}.inter"
+    inter = read_atomic(inter_path)
+    for col in ("user_id", "item_id"):
+        if col not in inter.columns:
+            raise DataError(f"{inter_path}, line 1: the header needs a '{col}:token' column; "
+                            f"it has {', '.join(inter.columns)}")
+    n_raw = len(inter)
+    if n_raw == 0:
+        raise DataError(f"{inter_path} has a header but no interactions")
+    inter = inter.reset_index(drop=True)
+    inter["_row"] = np.arange(len(inter))
+    if k_core:
+        inter = _k_core(inter, k_core)
+    ucount = inter["user_id"].map(inter["user_id"].value_counts())
+    inter = inter[ucount >= min_seq_len]
+    if len(inter) == 0:
+        raise DataError(f"dataset {name!r} is empty after filtering (k_core={k_core}, min_seq_len={min_seq_len}); "
+                        f"lower k_core or use a larger dataset")
+    # stable chronological order: timestamp, ties keep file order (see module docstring)
+    keys = ["user_id", "timestamp", "_row"] if "timestamp" in inter.columns else ["user_id", "_row"]
+    inter = inter.sort_values(keys, kind="stable")
+
+    item_path = folder / f"{name}.item"
+    items_df = read_atomic(item_path) if item_path.is_file() else None
+    if items_df is not None and "item_id" not in items_df.columns:
+        raise DataError(f"{item_path}, line 1: the header needs an 'item_id:token' column")
+    # internal item ids follow the .item file's order when there is one (else raw ids in natural order),
+    # so ids do not depend on the interactions and stay stable across runs and filters.
+    used = set(pd.unique(inter["item_id"]))
+    if items_df is not None:
+        order = list(dict.fromkeys(t for t in items_df["item_id"] if t in used))
+        order += sorted(used - set(order), key=_natural)
+    else:
+        order = sorted(used, key=_natural)
+    item_tokens = np.array(["[PAD]"] + list(order), dtype=object)
+    item_index = {t: i for i, t in enumerate(item_tokens)}
+
+    users = sorted(pd.unique(inter["user_id"]), key=_natural)
+    iid = inter["item_id"].map(item_index).to_numpy(dtype=np.int64)
+    uid_codes = pd.Categorical(inter["user_id"], categories=users).codes
+    # inter is sorted by user first, so each user's rows are contiguous but users are in raw-string order
+    sequences: list[np.ndarray] = [None] * len(users)  # type: ignore[list-item]
+    bounds = np.flatnonzero(np.diff(uid_codes)) + 1
+    for chunk_codes, chunk in zip(np.split(uid_codes, bounds), np.split(iid, bounds)):
+        sequences[int(chunk_codes[0])] = chunk
+
+    cols = [c for c in (items_df.columns if items_df is not None else []) if c != "item_id"]
+    feats = pd.DataFrame(index=range(len(item_tokens)), columns=cols, dtype=object)
+    if items_df is not None:
+        by_tok = items_df.drop_duplicates("item_id").set_index("item_id")
+        present = [t for t in item_tokens[1:] if t in by_tok.index]
+        feats.loc[[item_index[t] for t in present], cols] = by_tok.loc[present, cols].to_numpy()
+    user_feats = None
+    user_path = folder / f"{name}.user"
+    if user_path.is_file():
+        udf = read_atomic(user_path)
+        if "user_id" in udf.columns:
+            user_feats = udf.drop_duplicates("user_id").set_index("user_id").reindex(users).reset_index()
+    return Dataset(name=name, folder=folder, user_tokens=np.array(users, dtype=object), item_tokens=item_tokens,
+                   sequences=sequences, item_features=feats, user_features=user_feats, n_interactions_raw=n_raw)
+
+
+def _natural(tok: str):
+    """Sort key: numeric tokens by value, before other tokens in string order."""
+    return (0, int(tok), "") if str(tok).isdigit() else (1, 0, str(tok))
+
+
+# --------------------------------------------------------------------------- item text
+_TITLE = ("movie_title", "title", "name", "item_name")
+_GENRE = ("genre", "genres", "class", "categories", "category")
+_YEAR = ("release_year", "year")
+
+
+def _pick(cols, names):
+    return next((c for c in names if c in cols), None)
+
+
+def item_texts(ds: Dataset, kind: str = "movie") -> list[str]:
+    """One prompt per item slot (index 0, the padding item, gets ""), LLMDiRec section 4.2:
+
+    "The movie item has following attributes: \\n Title: <TITLE> \\n Genres: <GENRES> \\n Year: <YEAR>"
+
+    Built from whatever columns the dataset has: title, genres and year when found (by common RecBole
+    column names), any other item column as "<Column>: value". Missing values are left out.
+    """
+    cols = list(ds.item_features.columns)
+    title, genre, year = _pick(cols, _TITLE), _pick(cols, _GENRE), _pick(cols, _YEAR)
+    fields = [(title, "Title"), (genre, "Genres"), (year, "Year")]
+    fields += [(c, c.replace("_", " ").capitalize()) for c in cols if c not in (title, genre, year)]
+    fields = [(c, label) for c, label in fields if c is not None]
+    out = [""]
+    for i in range(1, ds.n_items):
+        parts = []
+        for c, label in fields:
+            v = ds.item_features.at[i, c]
+            if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
+                continue
+            if c == genre:
+                v = ", ".join(str(v).split())
+            elif isinstance(v, float) and v.is_integer():
+                v = int(v)
+            parts.append(f"{label}: {v}")
+        body = " \n ".join(parts) if parts else f"ID: {ds.item_tokens[i]}"
+        out.append(f"The {kind} item has following attributes: \n {body}")
+    return out
+
+
+def item_titles(ds: Dataset) -> list[str]:
+    """A short display name per item slot ("" for padding): the title column, else the raw id."""
+    col = _pick(list(ds.item_features.columns), _TITLE)
+    out = [""]
+    for i in range(1, ds.n_items):
+        v = ds.item_features.at[i, col] if col else None
+        out.append(str(v) if isinstance(v, str) and v else f"item {ds.item_tokens[i]}")
+    return out
+
+
+def item_genres(ds: Dataset) -> list[list[str]]:
+    """Genre tokens per item slot (empty list when the dataset has no genre column)."""
+    col = _pick(list(ds.item_features.columns), _GENRE)
+    out: list[list[str]] = [[]]
+    for i in range(1, ds.n_items):
+        v = ds.item_features.at[i, col] if col else None
+        out.append(str(v).split() if isinstance(v, str) else [])
+    return out
+
+
+# --------------------------------------------------------------------------- leave-one-out split
+@dataclass
+class Split:
+    """Leave-one-out by time: the last item of each user is test, the second last validation, the rest train."""
+    train: list[np.ndarray]   # U arrays: seq[:-2]
+    valid: np.ndarray         # (U,) seq[-2]
+    test: np.ndarray          # (U,) seq[-1]
+    n_items: int              # item slots including padding
+
+    @property
+    def n_users(self) -> int:
+        return len(self.train)
+
+    def history(self, stage: str) -> list[np.ndarray]:
+        """What a user has seen before the target: train for 'valid', train + valid for 'test'."""
+        _check_stage(stage)
+        if stage == "valid":
+            return self.train
+        return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+
+    def targets(self, stage: str) -> np.ndarray:
+        _check_stage(stage)
+        return self.valid if stage == "valid" else self.test
+
+    def item_popularity(self) -> np.ndarray:
+        """(n_items,) number of training interactions of each item (index 0 = padding = 0)."""
+        return np.bincount(np.concatenate(self.train), minlength=self.n_items)
+
+
+def _check_stage(stage):
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+
+
+def leave_one_out(ds: Dataset) -> Split:
+    if any(len(s) < 3 for s in ds.sequences):
+        raise DataError("leave-one-out needs at least 3 interactions per user; load with min_seq_len >= 3")
+    return Split(train=[s[:-2] for s in ds.sequences],
+                 valid=np.array([s[-2] for s in ds.sequences], dtype=np.int64),
+                 test=np.array([s[-1] for s in ds.sequences], dtype=np.int64),
+                 n_items=ds.n_items)
+
+
+# --------------------------------------------------------------------------- tensors for models
+def pad_left(seqs: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """(B, max_len) LongTensor of the last max_len items of each sequence, left-padded with 0."""
+    out = np.zeros((len(seqs), max_len), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        s = s[-max_len:]
+        if len(s):
+            out[r, max_len - len(s):] = s
+    return torch.from_numpy(out)
+
+
+def training_windows(train: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-sequence training rows: inputs seq[:-1], targets seq[1:], cut into windows of max_len.
+
+    Each user's training sequence gives ceil((len-1)/max_len) rows, cut from the end backwards, so every
+    training transition is a target exactly once per epoch (the loss is taken at every position, as in
+    the original SASRec). Returns (inputs, targets), both (R, max_len), left-padded with 0.
+    """
+    ins, tgs = [], []
+    for s in train:
+        x, y = s[:-1], s[1:]
+        for end in range(len(y), 0, -max_len):
+            start = max(0, end - max_len)
+            ins.append(x[start:end])
+            tgs.append(y[start:end])
+    return pad_left(ins, max_len), pad_left(tgs, max_len)

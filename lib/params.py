@@ -1,0 +1,62 @@
+"""Validation of a notebook's parameters cell: the first code cell after it calls `check`."""
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+import torch
+
+from lib import data
+from lib.utils import REPO, repo_path
+
+
+class ParamError(ValueError):
+    """A notebook parameter has a value it cannot take; the message names it and what is valid."""
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is there, else 'cpu'; an explicit device must exist."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if isinstance(device, str) and device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParamError(f"device={device!r} but this machine has no CUDA GPU; valid: 'auto', 'cpu'")
+        idx = device.partition(":")[2]
+        if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
+            raise ParamError(f"device={device!r} does not exist; this machine has "
+                             f"{torch.cuda.device_count()} GPU(s): valid 'cuda', 'cuda:0'..")
+        return device
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParamError("device='mps' but Apple's MPS backend is not available here; valid: 'auto', 'cpu'")
+        return device
+    raise ParamError(f"unknown device {device!r}; valid: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+
+
+def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = None, **sizes) -> dict:
+    """Check the common parameters and any number of sizes; return {"device": ..., "dataset_dir": ...}.
+
+    sizes: name=value pairs that must be positive numbers (epochs, hidden sizes, learning rates...).
+    choices: name=(value, allowed) pairs for string options such as a fusion variant.
+    """
+    if not isinstance(smoke, bool):
+        raise ParamError(f"smoke must be True or False, got {smoke!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+            raise ParamError(f"{name} must be a positive number, got {value!r}")
+    for name, (value, allowed) in (choices or {}).items():
+        if value not in allowed:
+            raise ParamError(f"unknown {name} {value!r}; valid values are {', '.join(map(repr, allowed))}")
+    out = repo_path(output_dir)
+    if out.resolve() == (REPO / "notebooks").resolve():
+        raise ParamError(f"output_dir={output_dir!r} is the notebooks folder: executed copies never overwrite "
+                         f"the sources; use 'runs' or another folder")
+    try:
+        folder = data.dataset_dir(dataset)
+    except data.DataError as e:
+        raise ParamError(str(e)) from None
+    return {"device": resolve_device(device), "dataset_dir": Path(folder), "output_dir": out}
