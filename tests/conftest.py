@@ -1,0 +1,31 @@
+"""Shared fixtures. `smoke_results(stem)` runs a notebook once per test session under papermill with
+smoke=True into a temporary folder and returns its results JSON; tests of recorded results use it."""
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs_smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_results(smoke_dir):
+    from lib import run
+
+    cache = {}
+
+    def get(stem: str) -> dict:
+        if stem not in cache:
+            run.run([stem], {"smoke": True}, output_dir=str(smoke_dir))
+            path = smoke_dir / f"{stem}.json"
+            assert path.is_file(), f"{stem} did not write its results file {path}"
+            cache[stem] = json.loads(path.read_text())
+        return cache[stem]
+    return get
