@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +126,7 @@ class Dataset:
     item_features: pd.DataFrame        # (n_items, ...) columns of the .item file, may have none
     user_features: pd.DataFrame | None = None
     n_interactions_raw: int = 0
-    extra: dict = field(default_factory=dict)
+    timestamps: list[np.ndarray] | None = None  # U arrays aligned with sequences, when the file has timestamps
 
     @property
     def n_users(self) -> int:
@@ -217,8 +217,15 @@ def load_dataset(dataset: str | Path = "ml-100k", k_core: int = 0, min_seq_len: 
     # inter is sorted by user first, so each user's rows are contiguous but users are in raw-string order
     sequences: list[np.ndarray] = [None] * len(users)  # type: ignore[list-item]
     bounds = np.flatnonzero(np.diff(uid_codes)) + 1
-    for chunk_codes, chunk in zip(np.split(uid_codes, bounds), np.split(iid, bounds)):
-        sequences[int(chunk_codes[0])] = chunk
+    starts = np.concatenate([[0], bounds])
+    for start, chunk in zip(starts, np.split(iid, bounds)):
+        sequences[int(uid_codes[start])] = chunk
+    timestamps = None
+    if "timestamp" in inter.columns:
+        ts = inter["timestamp"].to_numpy(dtype=np.float64)
+        timestamps = [None] * len(users)
+        for start, chunk in zip(starts, np.split(ts, bounds)):
+            timestamps[int(uid_codes[start])] = chunk
 
     cols = [c for c in (items_df.columns if items_df is not None else []) if c != "item_id"]
     feats = pd.DataFrame(index=range(len(item_tokens)), columns=cols, dtype=object)
@@ -233,7 +240,8 @@ def load_dataset(dataset: str | Path = "ml-100k", k_core: int = 0, min_seq_len: 
         if "user_id" in udf.columns:
             user_feats = udf.drop_duplicates("user_id").set_index("user_id").reindex(users).reset_index()
     return Dataset(name=name, folder=folder, user_tokens=np.array(users, dtype=object), item_tokens=item_tokens,
-                   sequences=sequences, item_features=feats, user_features=user_feats, n_interactions_raw=n_raw)
+                   sequences=sequences, item_features=feats, user_features=user_feats, n_interactions_raw=n_raw,
+                   timestamps=timestamps)
 
 
 def _natural(tok: str):

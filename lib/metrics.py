@@ -127,3 +127,21 @@ def popularity_scores(split):
     def score_fn(users, stage):
         return pop.expand(len(users), -1)
     return score_fn
+
+
+def table(results: dict[str, list[dict]], metrics=("HR@10", "NDCG@10", "MRR@10"), groups=GROUPS):
+    """DataFrame of mean ± std over seeds: one row per model, columns (group, metric). results: model -> runs."""
+    import pandas as pd
+
+    rows = {}
+    for name, runs in results.items():
+        row = {}
+        for g in groups:
+            if g not in runs[0]:
+                continue
+            for m, s in summarize(runs, metrics, g).items():
+                row[(g, m)] = f"{s['mean']:.4f} ± {s['std']:.4f}" if len(runs) > 1 else f"{s['mean']:.4f}"
+        rows[name] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df

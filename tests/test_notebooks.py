@@ -32,6 +32,12 @@ def test_source_is_clean_and_parameterized(stem):
     src = tagged[0].source
     for name in ("dataset", "seed", "device", "smoke", "output_dir"):
         assert f"{name} =" in src, f"{stem}: parameters cell lacks {name}"
+    import re
+
+    import papermill as pm
+    assigned = re.findall(r"^(\w+)\s*=", src, flags=re.M)
+    parsed = pm.inspect_notebook(str(run.NOTEBOOKS / f"{stem}.ipynb"))
+    assert sorted(parsed) == sorted(assigned), f"{stem}: papermill must parse every parameter line"
     after = nb.cells[nb.cells.index(tagged[0]) + 1:]
     first_code = next(c for c in after if c.cell_type == "code")
     assert "params.check(" in first_code.source, f"{stem}: first code cell after parameters validates them"

@@ -7,6 +7,8 @@ non-padding position of whole, left-padded sequences (one row per user window, n
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,6 +27,52 @@ def attention_mask(item_seq: torch.Tensor) -> torch.Tensor:
     return ~allowed
 
 
+class Dropout(nn.Module):
+    """Inverted dropout with a uniform mask: the same maths as nn.Dropout, about 2.5x faster on CPU
+    (torch's bernoulli_ sampler dominated a training step when measured)."""
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention (SASRec Eq. 2): softmax(Q K^T / sqrt(d)) V per head."""
+    def __init__(self, hidden: int, n_heads: int, attn_dropout: float):
+        super().__init__()
+        assert hidden % n_heads == 0, "hidden must be divisible by n_heads"
+        self.n_heads, self.d = n_heads, hidden // n_heads
+        self.W_qkv = nn.Linear(hidden, 3 * hidden)                 # W^Q, W^K, W^V stacked
+        self.W_o = nn.Linear(hidden, hidden)
+        self.drop = Dropout(attn_dropout)
+
+    def forward(self, h, mask):                                     # h: (B, L, D), mask: (B, L, L) True = hidden
+        B, L, D = h.shape
+        q, k, v = self.W_qkv(h).view(B, L, 3, self.n_heads, self.d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d)                                # (B, H, L, L)
+        scores = scores.masked_fill(mask.unsqueeze(1), -math.inf)
+        a = self.drop(scores.softmax(-1))
+        return self.W_o((a @ v).transpose(1, 2).reshape(B, L, D))                           # (B, L, D)
+
+
+class Block(nn.Module):
+    """Post-LN transformer block as in RecBole's SASRec: h = LN(h + drop(attn(h))); h = LN(h + drop(FFN(h)))."""
+    def __init__(self, hidden, n_heads, inner, dropout, attn_dropout):
+        super().__init__()
+        self.attn = SelfAttention(hidden, n_heads, attn_dropout)
+        self.ffn = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), Dropout(dropout), nn.Linear(inner, hidden))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=1e-12), nn.LayerNorm(hidden, eps=1e-12)
+        self.drop = Dropout(dropout)
+
+    def forward(self, h, mask):
+        h = self.norm1(h + self.drop(self.attn(h, mask)))
+        return self.norm2(h + self.drop(self.ffn(h)))
+
+
 class SASRec(nn.Module):
     def __init__(self, n_items: int, hidden: int = 64, n_layers: int = 2, n_heads: int = 2, inner: int = 256,
                  max_len: int = 50, dropout: float = 0.5, attn_dropout: float = 0.5):
@@ -33,12 +81,8 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(n_items, hidden, padding_idx=0)   # E: (n_items, D), row 0 = padding
         self.pos_emb = nn.Embedding(max_len, hidden)                   # P: (L, D)
         self.norm = nn.LayerNorm(hidden, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(hidden, n_heads, inner, dropout, activation="gelu",
-                                           batch_first=True, norm_first=False, layer_norm_eps=1e-12)
-        # attention dropout: torch's layer uses one dropout for attention and FFN; set attention's own
-        layer.self_attn.dropout = attn_dropout
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.drop = Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(hidden, n_heads, inner, dropout, attn_dropout) for _ in range(n_layers))
         self.apply(self._init)
 
     @staticmethod
@@ -46,6 +90,9 @@ class SASRec(nn.Module):
         # RecBole's SASRec: normal(0, 0.02) weights, zero biases, LayerNorm 1/0
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()       # padding stays the zero vector (and gets no gradient)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
@@ -60,8 +107,10 @@ class SASRec(nn.Module):
         pos = torch.arange(self.max_len - L, self.max_len, device=item_seq.device)      # right-aligned positions
         h = E[item_seq] + self.pos_emb(pos)                                              # (B, L, D)
         h = self.drop(self.norm(h))
-        mask = attention_mask(item_seq).repeat_interleave(self.n_heads, 0)               # (B*heads, L, L)
-        return self.encoder(h, mask=mask)                                                # (B, L, D)
+        mask = attention_mask(item_seq)                                                  # (B, L, L)
+        for block in self.blocks:
+            h = block(h, mask)
+        return h                                                                         # (B, L, D)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """Cross-entropy over all items at every non-padding position. batch: item_seq, target_seq (B, L)."""
@@ -77,3 +126,8 @@ class SASRec(nn.Module):
         E = self.item_embeddings()
         h = self.encode(batch["item_seq"], E)[:, -1]                                     # (B, D)
         return h @ E.T
+
+
+# The configuration notebook 01 and `make bench` use, chosen on the validation split only (see notebook 01).
+DEFAULTS = dict(hidden=64, n_layers=2, n_heads=2, inner=256, max_len=50, dropout=0.5, attn_dropout=0.5)
+TRAIN_DEFAULTS = dict(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)

