@@ -1,0 +1,274 @@
+"""HDRec (lib/models/hdrec.py) on a tiny randomly initialised Llama: adapter isolation, KL direction and
+stop-gradient, the fusion formula against a hand computation, the shared IPL, prompt construction."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib import data, llm
+from lib.models import hdrec
+
+N_ITEMS = 12
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return llm.load_tokenizer()
+
+
+def tiny_model(tok, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok.get_vocab()) - sum(t in tok.get_vocab() for t in llm.SPECIAL_TOKENS),
+                      hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=512)
+    base = LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    pm = llm.dual_lora(base, llm.lora_config(r=4, alpha=8, dropout=0.0))
+    for n, p in pm.named_parameters():             # B = 0 at init would leave lora_A without a gradient
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    texts = [""] + [f" movie {i} (199{i % 10}), Drama" for i in range(1, N_ITEMS)]
+    prompts = hdrec.Prompts(tok, texts)
+    E_srs = torch.randn(N_ITEMS, 8)
+    return hdrec.HDRec(pm, prompts, N_ITEMS, E_srs, ipl_dropout=0.0)
+
+
+def batches(model):
+    w = [np.array([1, 2, 3]), np.array([4, 5, 0])]
+    t = [np.array([2, 3, 4]), np.array([5, 6, 0])]
+    return model.prompts.seq_text(w, t), model.prompts.seq_id(w, t), model.prompts.align(np.array([3, 7]))
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed(before, model):
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def groups(names):
+    out = set()
+    for n in names:
+        if "lora_" in n:
+            out.add("lora_text" if ".text." in n else "lora_id")
+        elif n.startswith("ipl."):
+            out.add("ipl")
+        elif n.startswith("proj."):
+            out.add("proj")
+        elif n == "e_special":
+            out.add("e_special")
+        else:
+            out.add("base")
+    return out
+
+
+def test_prompts_mark_seq_positions_and_id_slots(tok):
+    model = tiny_model(tok)
+    P = model.prompts
+    text_b, id_b, align_b = batches(model)
+    for b in (text_b, id_b):
+        ids, pos, tg = b["input_ids"], b["read_pos"], b["targets"]
+        assert tg.tolist() == [[2, 3, 4], [5, 6, 0]]   # padding item 0 skipped: row 1 reads 2 positions
+        assert (ids.gather(1, pos[:1]) == P.SEQ).all() and (ids[1, pos[1, :2]] == P.SEQ).all()
+    # ID prompt: one [ID] slot carrying the item id right before each [SEQ]
+    assert (id_b["input_ids"].gather(1, id_b["read_pos"][:1] - 1) == P.ID).all()
+    assert id_b["item_ids"].gather(1, id_b["read_pos"][:1] - 1).tolist() == [[1, 2, 3]]
+    assert (text_b["item_ids"] == 0).all() and not (text_b["input_ids"] == P.ID).any()
+    # Task 1: the target of [ALIGN] is the item itself, read at the last token
+    assert align_b["targets"].tolist() == [[3], [7]]
+    assert (align_b["input_ids"].gather(1, align_b["read_pos"]) == P.ALIGN).all()
+    assert P.show(id_b, 0).endswith("<1>[SEQ] <2>[SEQ] <3>[SEQ]")
+    # special tokens follow the vocabulary; adding them twice changes nothing
+    assert (P.SEQ, P.ALIGN, P.ID) == (model.V, model.V + 1, model.V + 2)
+    assert llm.add_special_tokens(tok) == {"[SEQ]": P.SEQ, "[ALIGN]": P.ALIGN, "[ID]": P.ID}
+
+
+def test_embedding_uses_projector_for_id_tokens_only(tok):
+    model = tiny_model(tok)
+    _, id_b, _ = batches(model)
+    e = model.embed(id_b["input_ids"], id_b["item_ids"])
+    is_id = id_b["input_ids"] == model.prompts.ID
+    expect = model.proj(model.E_srs[id_b["item_ids"][is_id]])
+    assert torch.allclose(e[is_id], expect)
+    is_seq = id_b["input_ids"] == model.prompts.SEQ
+    assert torch.allclose(e[is_seq], model.e_special[0].expand(int(is_seq.sum()), -1))
+
+
+def test_text_phase_step_changes_text_adapter_only(tok):
+    model = tiny_model(tok)
+    text_b, id_b, align_b = batches(model)
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    with torch.no_grad():
+        z_id = model(id_b, "id")
+    before = snapshot(model)
+    hdrec.use(model, "text")
+    loss, _, _ = hdrec.text_objective(model, text_b, z_id, 0.5, align_b)
+    hdrec._update(opt, loss)
+    assert groups(changed(before, model)) == {"lora_text", "ipl", "e_special"}
+    text_lora = llm.adapter_parameters(model.llm, "text")
+    assert all(n in {m.removeprefix("llm.") for m in changed(before, model)} for n in text_lora), \
+        "every text LoRA matrix (A and B) moved"
+
+
+def test_id_phase_step_changes_id_adapter_only(tok):
+    model = tiny_model(tok)
+    text_b, id_b, _ = batches(model)
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    with torch.no_grad():
+        z_text = model(text_b, "text")
+    before = snapshot(model)
+    hdrec.use(model, "id")
+    loss, _, _ = hdrec.id_objective(model, id_b, z_text, 0.5)
+    hdrec._update(opt, loss)
+    assert groups(changed(before, model)) == {"lora_id", "ipl", "proj", "e_special"}
+
+
+def test_kl_matches_hand_computation_and_direction():
+    zp = torch.tensor([[[1.0, 0.0, -1.0]]])
+    zq = torch.tensor([[[0.0, 2.0, 0.0]]])
+    tg = torch.tensor([[1]])
+    p, q = np.exp([1, 0, -1]) / np.exp([1, 0, -1]).sum(), np.exp([0, 2, 0]) / np.exp([0, 2, 0]).sum()
+    assert math.isclose(hdrec.kl(zp, zq, tg).item(), float((p * np.log(p / q)).sum()), rel_tol=1e-5)
+    assert math.isclose(hdrec.kl(zq, zp, tg).item(), float((q * np.log(q / p)).sum()), rel_tol=1e-5)
+    assert not math.isclose(hdrec.kl(zp, zq, tg).item(), hdrec.kl(zq, zp, tg).item(), rel_tol=1e-3)
+    # positions without a target are left out
+    z2p, z2q = torch.cat([zp, zq], 1), torch.cat([zq, zq], 1)
+    assert math.isclose(hdrec.kl(z2p, z2q, torch.tensor([[1, 0]])).item(), hdrec.kl(zp, zq, tg).item(), rel_tol=1e-6)
+
+
+def test_kl_stop_gradient_reaches_only_second_argument():
+    zp = torch.randn(2, 3, 5, requires_grad=True)
+    zq = torch.randn(2, 3, 5, requires_grad=True)
+    hdrec.kl(zp, zq, torch.ones(2, 3, dtype=torch.long)).backward()
+    assert zp.grad is None and zq.grad is not None and zq.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("phase", ["text", "id"])
+def test_kl_gradients_reach_only_the_intended_adapter(tok, phase):
+    model = tiny_model(tok)
+    text_b, id_b, _ = batches(model)
+    # the other side computed WITH a graph: the KL must still not send gradient into it
+    hdrec.use(model, "text" if phase == "id" else "id", trainable=("text", "id"))
+    other = model(text_b if phase == "id" else id_b, "text" if phase == "id" else "id")
+    hdrec.use(model, phase, trainable=("text", "id"))
+    z = model(text_b if phase == "text" else id_b, phase)
+    hdrec.kl(other, z, text_b["targets"]).backward()
+    got = {n for n, p in model.llm.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert got and all(f".{phase}." in n for n in got), "KL gradient reaches only the adapter being optimised"
+    base = llm.base_parameters(model.llm)
+    assert all(p.grad is None for p in base.values())
+
+
+def test_dla_step_updates_both_adapters_never_base(tok):
+    model = tiny_model(tok)
+    text_b, id_b, align_b = batches(model)
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    before = snapshot(model)
+    logs = hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=2, align_b=align_b)
+    assert set(logs) == {"ce_text", "kl_text", "ce_id", "kl_id", "align"}
+    assert "base" not in groups(changed(before, model))
+    assert {"lora_text", "lora_id", "ipl", "proj"} <= groups(changed(before, model))
+    with pytest.raises(ValueError, match="T >= 2"):
+        hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=1)
+
+
+def test_dla_alternation_order_and_count(tok, monkeypatch):
+    """T = 3: updates go id, text, id, text (Algorithm 1: text when t > 1, id when t < T)."""
+    model = tiny_model(tok)
+    text_b, id_b, _ = batches(model)
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    order = []
+    real = hdrec._update
+
+    def spy(o, loss):
+        order.append(model.llm.active_adapter)
+        real(o, loss)
+    monkeypatch.setattr(hdrec, "_update", spy)
+    hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=3)
+    assert order == ["id", "text", "id", "text"]
+
+
+def test_joint_step_sends_both_gradients_in_one_backward(tok):
+    model = tiny_model(tok)
+    text_b, id_b, align_b = batches(model)
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    before = snapshot(model)
+    logs = hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b)
+    assert {"ce_text", "ce_id", "kl_text", "kl_id"} <= set(logs)
+    assert groups(changed(before, model)) == {"lora_text", "lora_id", "ipl", "proj", "e_special"}
+
+
+def test_ipl_is_shared_by_both_paths(tok):
+    model = tiny_model(tok)
+    text_b, id_b, _ = batches(model)
+    assert sum(isinstance(m, hdrec.IPL) for m in model.modules()) == 1
+    for adapter, b in (("text", text_b), ("id", id_b)):
+        model.zero_grad(set_to_none=True)
+        hdrec.use(model, adapter)
+        hdrec.ce_loss(model(b, adapter), b["targets"]).backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.ipl.parameters()), adapter
+    # same hidden state through the same IPL gives the same logits whichever path produced it
+    h = torch.randn(3, model.H)
+    model.eval()
+    assert torch.equal(model.ipl(h), model.ipl(h))
+
+
+def test_fusion_matches_hand_computation():
+    z_text = torch.tensor([0.5, 1.0, -1.0, 2.0])
+    z_id = torch.tensor([2.0, -1.0, 0.0, 3.0])
+    alpha, eps = 0.7, 1e-8
+    mu = (2 - 1 + 0 + 3) / 4                                   # Eq. 13 = 1.0
+    S = [1 / (1 + math.exp(-(v - mu))) for v in (2, -1, 0, 3)]  # Eq. 14
+    m = -1.0                                                   # Eq. 15
+    adj = [v - m + eps for v in (2, -1, 0, 3)]                 # Eq. 16
+    E = [alpha * a * s for a, s in zip(adj, S)]                # Eq. 17
+    final = [t + e for t, e in zip((0.5, 1.0, -1.0, 2.0), E)]  # Eq. 18
+    assert torch.allclose(hdrec.fuse(z_text, z_id, alpha), torch.tensor(final), atol=1e-6)
+    # item 1 has the minimum ID logit: its ID bonus is ~0 and its score stays the text logit
+    assert abs(hdrec.fuse(z_text, z_id, alpha)[1].item() - 1.0) < 1e-6
+    # alpha = 0 is text only; tau (released code) divides inside the sigmoid only
+    assert torch.equal(hdrec.fuse(z_text, z_id, 0.0), z_text)
+    tau = 2.0
+    S2 = torch.sigmoid((z_id - mu) / tau)
+    assert torch.allclose(hdrec.fuse(z_text, z_id, alpha, tau=tau), z_text + alpha * (z_id - m + eps) * S2)
+    # Fig. 5 variants
+    C = hdrec.calibrate
+    assert torch.allclose(hdrec.fuse(z_text, z_id, alpha, "id"), z_id + alpha * C(z_text))
+    assert torch.allclose(hdrec.fuse(z_text, z_id, alpha, "confidence"), C(z_text) + alpha * C(z_id))
+    with pytest.raises(ValueError, match="valid: text, id, confidence"):
+        hdrec.fuse(z_text, z_id, alpha, "late")
+    # batched rows are fused independently (mean and min per row)
+    zb = torch.stack([z_id, z_id + 5])
+    out = hdrec.fuse(torch.stack([z_text, z_text]), zb, alpha)
+    assert torch.allclose(out[0], out[1], atol=1e-5)
+
+
+def test_train_modes_and_errors(tok):
+    model = tiny_model(tok)
+    text_b, id_b, align_b = batches(model)
+    hist = hdrec.train(model, lambda s: (text_b, id_b, align_b), "dla", steps=2, progress=False)
+    assert [h["step"] for h in hist] == [1, 2] and all(math.isfinite(h["ce_text"]) for h in hist)
+    assert "kl_text" not in hdrec.train(model, lambda s: (text_b, id_b, None), "text", 1, progress=False)[0]
+    assert set(hdrec.train(model, lambda s: (text_b, id_b, None), "id", 1, progress=False)[0]) == {"step", "ce_id"}
+    with pytest.raises(ValueError, match="valid: dla, joint, text, id"):
+        hdrec.train(model, lambda s: (text_b, id_b, None), "late", 1)
+
+
+def test_eval_logits_reads_valid_and_test_positions(tok):
+    model = tiny_model(tok)
+    split = data.Split(train=[np.array([1, 2, 3, 4]), np.array([5, 6])], valid=np.array([7, 8]),
+                       test=np.array([9, 10]), n_items=N_ITEMS)
+    sub = hdrec.subset_split(split, [1])
+    assert sub.n_users == 1 and sub.test.tolist() == [10] and sub.n_items == N_ITEMS
+    out = hdrec.eval_logits(model, split, L=2, progress=False)
+    assert out["text"]["valid"].shape == (2, N_ITEMS) and out["id"]["test"].shape == (2, N_ITEMS)
+    # the validation scores of user 0 equal a forward over train[-L:] alone (causality)
+    b = model.prompts.seq_id([np.array([3, 4])], [np.zeros(2, dtype=np.int64)])
+    with torch.no_grad():
+        z = model(b, "id")[0, -1]
+    assert torch.allclose(out["id"]["valid"][0, 1:], z[1:], atol=1e-5)
+    s = hdrec.logit_scorer(out["id"])(torch.tensor([1]), "test")
+    assert torch.equal(s, out["id"]["test"][[1]])
