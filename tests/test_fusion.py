@@ -144,3 +144,24 @@ def test_gate_of_the_model_is_per_item_and_deterministic():
     g = model.gate()
     assert g.shape == (N, D) and ((g > 0) & (g < 1)).all()
     assert torch.equal(g, model.gate())
+
+
+def test_center_text_removes_the_shared_direction():
+    torch.manual_seed(0)
+    text = torch.randn(N, d_text)
+    shifted = text + torch.randn(1, d_text) * 3                       # the same constant added to every item
+    m1 = FusionSASRec(N, text, variant="gated", **SMALL).eval()
+    m2 = FusionSASRec(N, shifted, variant="gated", **SMALL).eval()
+    m2.load_state_dict({k: v for k, v in m1.state_dict().items() if k not in ("text_emb", "text_mean")},
+                       strict=False)
+    assert torch.allclose(m1.text_mean, text[1:].mean(0, keepdim=True))
+    assert torch.allclose(m1.item_embeddings(), m2.item_embeddings(), atol=1e-5)
+    m3 = FusionSASRec(N, text, variant="gated", center_text=False, **SMALL)
+    assert torch.equal(m3.text_mean, torch.zeros(1, d_text))
+
+
+def test_fusion_starts_without_a_shared_offset():
+    """Zero biases: a zero semantic input gives a zero adapter output, and the gate starts at exactly 1/2 there."""
+    f = Fusion("gated", D, d_text)
+    e, a = f(torch.zeros(3, D), torch.zeros(3, d_text))
+    assert torch.equal(a, torch.zeros(3, D)) and torch.equal(f.last_gamma, torch.full((3, D), 0.5))

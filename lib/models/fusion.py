@@ -48,6 +48,9 @@ class Adapter(nn.Module):
     def __init__(self, d_text: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_text, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)          # default init's bias alone would give every item one shared offset
 
     def forward(self, e_llm: torch.Tensor) -> torch.Tensor:      # (N, d_text) -> (N, D)
         return self.net(e_llm)
@@ -74,6 +77,9 @@ class Fusion(nn.Module):
             self.W_q = nn.Linear(hidden, hidden, bias=False)
             self.W_k = nn.Linear(hidden, hidden, bias=False)
             self.W_v = nn.Linear(hidden, hidden, bias=False)
+        for m in self.modules():                # zero biases (as RecBole): no shared offset, gamma starts near 1/2
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def gamma(self, e_id: torch.Tensor, e_llm: torch.Tensor) -> torch.Tensor:
         """(N, D) gate in (0, 1) of the gated variant: the weight on the ID view, per item and dimension."""
@@ -115,7 +121,7 @@ class FusionSASRec(SASRec):
     lambda_rec = 1). Row 0 (padding) of the fused table is kept at zero.
     """
     def __init__(self, n_items: int, text_emb: torch.Tensor, variant: str = "gated", lambda_align: float = 0.1,
-                 **sasrec_kwargs):
+                 center_text: bool = True, **sasrec_kwargs):
         check_variant(variant)
         if text_emb.dim() != 2 or text_emb.shape[0] != n_items:
             raise ValueError(f"text_emb must be (n_items={n_items}, d_text), got {tuple(text_emb.shape)}")
@@ -126,21 +132,23 @@ class FusionSASRec(SASRec):
         self.variant, self.lambda_align = variant, float(lambda_align)
         self.register_buffer("text_emb", text_emb.detach().float().clone())   # (n_items, d_text), frozen
         self.register_buffer("keep", (torch.arange(n_items) != 0).float().unsqueeze(1))  # (n_items, 1)
-        # The fusion keeps PyTorch's default init: RecBole's normal(0, 0.02) on the adapter's two layers makes
-        # Adapter(e_llm) ~15x smaller than e_id at the start (measured), so the text view would begin muted.
+        # Every prompt shares one template, so the e_llm of all items share a common direction (on ML-100K two
+        # different movies have cosine 0.59 on average). center_text subtracts the mean over real items before
+        # the adapter, so the text view carries what tells items apart.
+        mu = self.text_emb[1:].mean(0, keepdim=True) if center_text and n_items > 1 else torch.zeros(1, text_emb.shape[1])
+        self.register_buffer("text_mean", mu)                         # (1, d_text)
+        # The fusion keeps PyTorch's default weight init: RecBole's normal(0, 0.02) on the adapter's two layers
+        # makes Adapter(e_llm) ~15x smaller than e_id at the start (measured), so the text view would begin muted.
         self.fusion = Fusion(variant, hidden, text_emb.shape[1])
-        self._views = None
 
     def fused(self):
         """(e, e_id, a): the fused table, the ID table and Adapter(e_llm), each (n_items, D)."""
         e_id = self.item_emb.weight                                   # (n_items, D)
-        e, a = self.fusion(e_id, self.text_emb)
+        e, a = self.fusion(e_id, self.text_emb - self.text_mean)
         return e * self.keep, e_id, a
 
     def item_embeddings(self) -> torch.Tensor:
-        e, e_id, a = self.fused()
-        self._views = (e_id, a)                                       # reused by align_loss in the same step
-        return e
+        return self.fused()[0]
 
     def align_loss(self, e_id=None, a=None) -> torch.Tensor:
         """L_align over real items (rows 1..n_items-1) between e_id and Adapter(e_llm)."""
@@ -150,8 +158,7 @@ class FusionSASRec(SASRec):
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """LLMDiRec Eq. 1 restricted to the fusion: L = L_rec + lambda_align * L_align."""
-        E = self.item_embeddings()                                    # (n_items, D)
-        e_id, a = self._views
+        E, e_id, a = self.fused()                                     # (n_items, D) each
         h = self.encode(batch["item_seq"], E)                         # (B, L, D)
         tgt = batch["target_seq"]
         keep = tgt != 0
@@ -164,4 +171,4 @@ class FusionSASRec(SASRec):
     @torch.no_grad()
     def gate(self) -> torch.Tensor:
         """(n_items, D) gamma of the gated variant for every item (eval mode, no gradient)."""
-        return self.fusion.gamma(self.item_emb.weight, self.text_emb)
+        return self.fusion.gamma(self.item_emb.weight, self.text_emb - self.text_mean)

@@ -1,0 +1,35 @@
+"""Notebook 02's smoke results: every variant ran, numbers are in range, the semantic view has genre structure."""
+import pytest
+
+from lib import metrics
+
+STEM = "02_dual_view_fusion"
+NAMES = ("ID-only (SASRec)", "gated w/o L_align", "concat", "weighted", "cross-attention", "text-only")
+
+
+@pytest.mark.notebook
+def test_nb02_smoke_results(smoke_results):
+    res = smoke_results(STEM)
+    assert res["smoke"] is True and res["dataset"] == "ml-100k"
+    assert res["seeds"] == [0] and res["d_text"] == 384 and res["text_model"] == "all-MiniLM-L6-v2"
+    lam = res["lambda_selection"]["chosen"]
+    assert lam in res["lambda_selection"]["grid"] and lam > 0
+    gated = res["names"]["gated"]
+    assert gated == f"gated (lambda={lam:g})"
+    assert set(res["variants"]) == set(NAMES) | {gated}
+    for name, v in res["variants"].items():
+        for run in v["runs"]:
+            assert set(metrics.GROUPS) <= set(run)
+            for g in metrics.GROUPS:
+                hr, nd, mrr = run[g]["HR@10"], run[g]["NDCG@10"], run[g]["MRR@10"]
+                assert 0 <= mrr <= nd <= hr <= 1, (name, g)
+            # even one epoch of a small model beats random ranking (HR@10 ~ 10/1682 = 0.006) overall
+            assert run["overall"]["HR@10"] > 0.01, name
+    gate = res["gate"]
+    assert 0 < gate["mean"] < 1 and -1 <= gate["spearman_popularity"] <= 1
+    assert len(gate["by_popularity_bin"]) == 5
+    # the frozen text space groups movies by genre far above chance, trained or not
+    ov = res["genre_overlap_at10"]
+    assert ov["semantic (e_llm)"] > res["genre_overlap_chance"] + 0.2
+    assert 0 <= ov["ID (SASRec)"] <= 1 and 0 <= ov["fused (gated)"] <= 1
+    assert res["timings"]["fits"] == 7 and res["seconds"] < 600
