@@ -46,6 +46,7 @@ def fit_prototypes(h, K: int, seed: int = 0, n_init: int = 3, max_points: int = 
     CPU; MiniBatchKMeans is used above 5000 points unless `minibatch` says otherwise.
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     h = np.asarray(h.detach().cpu() if torch.is_tensor(h) else h, dtype=np.float32)
     if h.ndim != 2 or len(h) < K:
@@ -59,7 +60,9 @@ def fit_prototypes(h, K: int, seed: int = 0, n_init: int = 3, max_points: int = 
         km = MiniBatchKMeans(K, n_init=n_init, random_state=seed, batch_size=2048, max_iter=50)
     else:
         km = KMeans(K, n_init=n_init, random_state=seed)
-    return km.fit(h).cluster_centers_.astype(np.float32)
+    # one thread: as fast on 20k points, and OpenMP's spinning threads crawl on a loaded 2-core laptop
+    with threadpool_limits(1):
+        return km.fit(h).cluster_centers_.astype(np.float32)
 
 
 def nearest_prototype(h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -128,6 +131,7 @@ def info_nce(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float = 1.0, tar
 def silhouette(h, labels, sample_size: int | None = None, seed: int = 0) -> float:
     """Mean silhouette coefficient of points h (N, D) under the given cluster labels (N,), Euclidean."""
     from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
 
     h = np.asarray(h.detach().cpu() if torch.is_tensor(h) else h, dtype=np.float64)
     labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)
@@ -135,7 +139,8 @@ def silhouette(h, labels, sample_size: int | None = None, seed: int = 0) -> floa
         raise ValueError(f"{len(labels)} labels for {len(h)} points: one label per point")
     if len(np.unique(labels)) < 2:
         raise ValueError("silhouette needs at least 2 distinct labels")
-    return float(silhouette_score(h, labels, sample_size=sample_size, random_state=seed))
+    with threadpool_limits(1):
+        return float(silhouette_score(h, labels, sample_size=sample_size, random_state=seed))
 
 
 def kmeans_silhouette(h, K: int, seeds=(0, 1, 2)) -> list[float]:
