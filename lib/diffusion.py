@@ -303,7 +303,8 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
       x_{t0}, where t0 is the first sampling step, or start_t when given (DeftRec's code: pure noise at t=99).
     * Partial reverse (ADARec style): x_start = clean vectors, noised to depth start_t with Eq. 4 (default: the
       first sampling step), then denoised from there. noise_start=False takes x_start as x_{start_t} as it is.
-    num_inference_steps: sample on a shorter schedule (Scheduler.inference_timesteps); None = every step.
+    num_inference_steps: sample on a shorter schedule (Scheduler.inference_timesteps); None = the scheduler's
+    current `timesteps` (every training step unless `set_timesteps` chose fewer).
     The model is put in eval mode for the run and its mode restored.
     """
     ts = scheduler.inference_timesteps(num_inference_steps) if num_inference_steps else scheduler.timesteps
