@@ -1,0 +1,37 @@
+"""Notebook 04's smoke results: the recorded numbers exist, have the right shape and lie in sane bounds."""
+import math
+
+import pytest
+
+STEM = "04_intent_clusters"
+
+
+@pytest.mark.notebook
+def test_nb04_smoke_results(smoke_results):
+    res = smoke_results(STEM)
+    assert res["smoke"] is True and res["seeds"] == [0]
+    models = res["models"]
+    assert {"LLMDiRec", "ID-only", "SASRec", "fusion only (gated)"} <= set(models)
+    for name, m in models.items():
+        assert len(m["runs"]) == len(res["seeds"]), name
+        for g in ("overall", "tail", "head", "cold", "hot"):
+            v = m["summary"][g]["NDCG@10"]["mean"]
+            assert 0.0 <= v <= 1.0, (name, g, v)
+        assert m["runs"][0]["overall"]["users"] == 943
+    assert set(res["ablations"]) == {"no diffusion, no L_cl", "no diffusion (L_cl vs c_k)", "no L_cl", "no L_align"}
+    sil = res["silhouette"]
+    K = res["params"]["K"]
+    assert sil["K"] == K and sil["paper_toys"] == {"InDiRec": 0.0294, "LLMDiRec": 0.1197}
+    for name in ("ID-only", "LLMDiRec"):
+        s = sil[name]
+        assert len(s["kmeans_per_training_seed"]) == len(res["seeds"])
+        for key in ("kmeans_mean", "genre"):
+            assert -1.0 <= s[key] <= 1.0, (name, key, s[key])
+        # K-means clusters of the points themselves separate them better than random, i.e. above 0
+        assert s["kmeans_mean"] > 0
+        assert len(sil["vs_K"][name]) == len(sil["vs_K"]["K"])
+    scratch = res["intents_from_scratch"]
+    assert sum(scratch["sizes"]) > 0 and len(scratch["sizes"]) == K
+    # recent-window intents are sticky: far more often kept than a uniform assignment (1/K) would
+    assert scratch["stay_probability"] > 2 / K
+    assert all(math.isfinite(v) and v >= 0 for v in res["timings"].values())
