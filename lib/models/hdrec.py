@@ -36,8 +36,8 @@ def item_texts(ds: data.Dataset) -> list[str]:
     year_col = next((c for c in ("release_year", "year") if c in ds.item_features.columns), None)
     out = [""]
     for i in range(1, ds.n_items):
-        y = ds.item_features.at[i, year_col] if year_col else None
-        y = f" ({int(float(y))})" if y is not None and str(y) not in ("", "nan") else ""
+        y = str(ds.item_features.at[i, year_col]).strip() if year_col else ""
+        y = f" ({int(float(y))})" if y.replace(".", "", 1).isdigit() else ""      # ML-100K has 'unkonwn' years
         g = f", {', '.join(genres[i])}" if genres[i] else ""
         out.append(f" {titles[i]}{y}{g}")
     return out
@@ -161,6 +161,8 @@ class HDRec(nn.Module):
     def forward(self, batch: dict, adapter: str) -> torch.Tensor:
         """(B, K, n_items) IPL logits at every read position, computed through adapter `adapter` (Eq. 2, 8)."""
         llm.use_adapter(self.llm, adapter, self._trainable)   # which LoRA computes; `use` chose which train
+        dev = self.e_special.device
+        batch = {k: v.to(dev) for k, v in batch.items()}
         e = self.embed(batch["input_ids"], batch["item_ids"])                         # (B, T, H)
         h = llm.decoder(self.llm)(inputs_embeds=e, use_cache=False).last_hidden_state  # (B, T, H)
         idx = batch["read_pos"].unsqueeze(-1).expand(-1, -1, self.H)                  # (B, K, H)
@@ -176,6 +178,7 @@ def use(model: HDRec, adapter: str, trainable=None) -> None:
 # --------------------------------------------------------------------------- losses
 def ce_loss(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Eq. 2 / 4 / 5: cross-entropy of the next item at every read position with a target (mean, not sum)."""
+    targets = targets.to(z.device)
     keep = targets > 0
     return F.cross_entropy(z[keep], targets[keep])
 
@@ -184,7 +187,7 @@ def kl(z_p: torch.Tensor, z_q: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     """D_KL(p || q) = sum_i p_i (log p_i - log q_i), p = softmax(z_p), q = softmax(z_q), averaged over the
     read positions with a target (Eq. 9 / 11). p is DETACHED: the gradient reaches only q's adapter
     (Algorithm 1, lines 13 and 21)."""
-    keep = targets > 0
+    keep = targets.to(z_q.device) > 0
     log_p = F.log_softmax(z_p.detach()[keep], -1)                                     # (N, n_items)
     log_q = F.log_softmax(z_q[keep], -1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
@@ -368,11 +371,11 @@ def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_s
             tg = [np.zeros(len(x), dtype=np.int64) for x in w]
             b = model.prompts.seq_text(w, tg) if a == "text" else model.prompts.seq_id(w, tg)
             z = model(b, a)                                                      # (B, K, n_items)
-            n = torch.tensor([len(x) for x in w])
-            rows = torch.arange(len(w))
+            n = torch.tensor([len(x) for x in w], device=z.device)
+            rows = torch.arange(len(w), device=z.device)
             zv.append(z[rows, n - 2])
             zt.append(z[rows, n - 1])
-        out[a] = {"valid": torch.cat(zv), "test": torch.cat(zt)}
+        out[a] = {"valid": torch.cat(zv).cpu(), "test": torch.cat(zt).cpu()}
         for st in out[a].values():
             st[:, 0] = st[:, 1:].min(-1).values
     return out

@@ -1,0 +1,39 @@
+"""Recorded smoke results of notebook 06 (HDRec): loose bounds, not exact values."""
+import math
+
+import pytest
+
+STEM = "06_hdrec_dual_lora"
+
+
+@pytest.mark.notebook
+def test_nb06_smoke_results(smoke_results):
+    res = smoke_results(STEM)
+    assert res["smoke"] is True and res["seeds"] == [0]
+    p = res["params"]
+    assert p["steps"] <= 5 and p["n_eval_users"] <= 10, "smoke shrinks every size"
+    assert p["T"] >= 2 and len(res["eval_users"]) == p["n_eval_users"]
+    expected = {"Pop", "SASRec (reference)", "text only", "ID only", "HDRec: its text adapter (alpha = 0)",
+                "HDRec: its ID adapter"}
+    assert expected <= set(res["test"])
+    for prefix in ("HDRec fused", "w/o DLA fused", "w/o KL fused"):
+        assert any(k.startswith(prefix) for k in res["test"]), prefix
+    for name, m in {**res["test"], **res["fusion_variants"]}.items():
+        for k, v in m.items():
+            assert 0.0 <= v <= 1.0, (name, k, v)
+        assert m["HR@10"] <= m["HR@20"] + 1e-12 and m["NDCG@10"] <= m["HR@10"] + 1e-12, name
+    assert len(res["fusion_variants"]) == 4
+    assert all(0.0 <= a <= 1.0 for a in res["best_alpha"].values())
+    # DLA histories: both losses and both KL terms, finite, one row per step
+    h = res["histories"]["HDRec"]
+    assert len(h) == p["steps"]
+    for row in h:
+        for k in ("ce_text", "ce_id", "kl_text", "kl_id", "align"):
+            assert math.isfinite(row[k]) and row[k] >= 0, (k, row)
+    assert "kl_text" not in res["histories"]["text only"][0]
+    assert set(res["histories"]["ID only"][0]) == {"step", "ce_id"}
+    # cross-entropy over ~1.7k items starts near log(n_items)
+    assert 4.0 < h[0]["ce_text"] < 12.0
+    s = res["seconds"]
+    assert s["total"] > 0 and set(s["runs"]) >= {"HDRec", "w/o KL", "w/o DLA", "text only", "ID only"}
+    assert res["llm_source"] in ("cache", "gguf")
