@@ -5,6 +5,15 @@ import torch
 from lib import llm
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models: one thread is as fast, and far faster when other jobs share the CPU; restored afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_llama(vocab=64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
