@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,3 +30,13 @@ def smoke_results(smoke_dir):
             cache[stem] = json.loads(path.read_text())
         return cache[stem]
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tests on tiny models run on one torch thread: as fast alone, far faster when other jobs share the CPU.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
