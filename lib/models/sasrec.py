@@ -130,4 +130,4 @@ class SASRec(nn.Module):
 
 # The configuration notebook 01 and `make bench` use, chosen on the validation split only (see notebook 01).
 DEFAULTS = dict(hidden=64, n_layers=2, n_heads=2, inner=256, max_len=50, dropout=0.5, attn_dropout=0.5)
-TRAIN_DEFAULTS = dict(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)
+TRAIN_DEFAULTS = dict(epochs=200, batch_size=128, lr=2e-3, weight_decay=0.0, patience=20)
