@@ -16,6 +16,7 @@ import torch
 
 from lib import data, train
 from lib.models.sasrec import DEFAULTS, SASRec, TRAIN_DEFAULTS
+from lib.utils import set_seed
 
 
 def bench(dataset: str = "ml-100k", seed: int = 0, threads: int | None = None, epochs: int | None = None) -> dict:
@@ -26,6 +27,7 @@ def bench(dataset: str = "ml-100k", seed: int = 0, threads: int | None = None, e
     cfg = dict(TRAIN_DEFAULTS)
     if epochs:
         cfg["epochs"] = epochs
+    set_seed(seed)                       # the seed fixes the initial weights too, as in notebook 01
     model = SASRec(ds.n_items, **DEFAULTS)
     fit = train.fit(model, split, max_len=DEFAULTS["max_len"], seed=seed, progress=False, **cfg)
     t0 = time.perf_counter()
