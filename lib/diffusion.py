@@ -24,6 +24,10 @@ import torch.nn.functional as F
 
 SCHEDULES = ("linear", "cosine", "exp")
 PREDICTION_TYPES = ("epsilon", "sample")
+SPACINGS = ("leading", "trailing", "linspace")
+# Sampling from pure N(0, I) is only right where the forward process has (nearly) destroyed the signal:
+# `sample` refuses a pure-noise start at a step whose alpha_bar is above this bound unless told otherwise.
+MAX_START_ALPHA_BAR = 0.05
 
 
 # --------------------------------------------------------------------------- beta schedules
@@ -42,6 +46,18 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     clipped at max_beta (the last step would otherwise be 1). (T,) float64."""
     f = cosine_alpha_bar(torch.arange(T + 1, dtype=torch.float64) / T, s)     # (T+1,) f(0/T) .. f(T/T)
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2024, 'Common diffusion noise schedules and sample steps are flawed', Algorithm 1): shift and
+    scale sqrt(alpha_bar) so that its last value is exactly 0 (zero terminal SNR) and its first is unchanged.
+    The last step is then pure noise, so x0 cannot be read from an epsilon-prediction there: use 'sample'."""
+    ab_sqrt = torch.cumprod(1 - betas, 0).sqrt()
+    a0, aT = ab_sqrt[0].clone(), ab_sqrt[-1].clone()
+    ab_sqrt = (ab_sqrt - aT) * a0 / (a0 - aT)
+    ab = ab_sqrt ** 2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1 - alphas
 
 
 def exp_betas(T: int, beta_min: float = 0.1, beta_max: float = 10.0) -> torch.Tensor:
@@ -67,7 +83,13 @@ class Scheduler:
 
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4,
                  beta_end: float = 0.02, prediction_type: str = "epsilon", exp_beta_min: float = 0.1,
-                 exp_beta_max: float = 10.0):
+                 exp_beta_max: float = 10.0, timestep_spacing: str = "leading", zero_terminal_snr: bool = False):
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"unknown timestep_spacing {timestep_spacing!r}; valid values are "
+                             f"{', '.join(map(repr, SPACINGS))} (diffusers' names)")
+        if zero_terminal_snr and prediction_type == "epsilon":
+            raise ValueError("zero_terminal_snr=True makes the last step pure noise, where x0 cannot be recovered "
+                             "from a predicted epsilon; use prediction_type='sample' with it")
         if beta_schedule not in SCHEDULES:
             raise ValueError(f"unknown beta_schedule {beta_schedule!r}; valid values are "
                              f"{', '.join(map(repr, SCHEDULES))}")
@@ -87,6 +109,9 @@ class Scheduler:
             betas = cosine_betas(T)
         else:
             betas = exp_betas(T, exp_beta_min, exp_beta_max)
+        if zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        self.timestep_spacing, self.zero_terminal_snr = timestep_spacing, bool(zero_terminal_snr)
         alphas = 1 - betas                                            # alpha_t = 1 - beta_t
         # alpha_bar_t = prod_{s <= t} alpha_s  (DDPM section 2, just above Eq. 4)
         alphas_cumprod = torch.cumprod(alphas, 0)
@@ -101,7 +126,8 @@ class Scheduler:
 
     def __repr__(self):
         return (f"Scheduler(T={self.num_train_timesteps}, beta_schedule={self.beta_schedule!r}, "
-                f"prediction_type={self.prediction_type!r})")
+                f"prediction_type={self.prediction_type!r}, timestep_spacing={self.timestep_spacing!r}"
+                f"{', zero_terminal_snr=True' if self.zero_terminal_snr else ''})")
 
     def snr(self) -> torch.Tensor:
         """(T,) signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t (Kingma et al., 2021)."""
@@ -136,16 +162,31 @@ class Scheduler:
         return (x_t - (1 - ab).sqrt() * model_output) / ab.sqrt()
 
     # ----------------------------------------------------------------------- the reverse process
-    def inference_timesteps(self, num_inference_steps: int | None = None) -> torch.Tensor:
-        """Descending timesteps of a sampling schedule. None = all T training steps. Otherwise diffusers'
-        'leading' spacing: every (T // n)-th step, e.g. T=1000, n=100 -> 990, 980, ..., 0 (DeftRec 4.1)."""
+    def inference_timesteps(self, num_inference_steps: int | None = None, spacing: str | None = None) -> torch.Tensor:
+        """Descending timesteps of a sampling schedule. None = all T training steps. Otherwise n steps spaced as
+        diffusers' `timestep_spacing` (Lin et al. 2024, Table 2), default the scheduler's own:
+
+        * 'leading':  every (T // n)-th step from 0: T=1000, n=100 -> 990, ..., 0 (DeftRec 4.1). It never
+          reaches T-1, so it starts where some signal is left (T=50, n=10 -> 45).
+        * 'trailing': round(T/n)-spaced steps ending at T-1: T=1000, n=100 -> 999, 989, ..., 9; T=50, n=10 -> 49..4.
+        * 'linspace': round(linspace(0, T-1, n)): both ends, 999, ..., 0.
+        """
         T = self.num_train_timesteps
         if num_inference_steps is None:
             return torch.arange(T - 1, -1, -1)
         n = num_inference_steps
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
             raise ValueError(f"num_inference_steps must be an integer in 1..{T} (num_train_timesteps), got {n!r}")
-        return (torch.arange(n) * (T // n)).flip(0)
+        spacing = spacing or self.timestep_spacing
+        if spacing not in SPACINGS:
+            raise ValueError(f"unknown spacing {spacing!r}; valid values are {', '.join(map(repr, SPACINGS))}")
+        if spacing == "leading":
+            ts = torch.arange(n) * (T // n)
+        elif spacing == "trailing":
+            ts = torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)).long().flip(0) - 1
+        else:
+            ts = torch.round(torch.linspace(0, T - 1, n, dtype=torch.float64)).long()
+        return ts.long().flip(0)
 
     def set_timesteps(self, num_inference_steps: int | None = None):
         """Choose the sampling schedule used by `step` when it is not told the previous timestep."""
@@ -296,7 +337,7 @@ def guided_output(model, x_t: torch.Tensor, t, cond: torch.Tensor | None, guidan
 def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = None, guidance_scale: float = 0.0,
            generator: torch.Generator | None = None, num_inference_steps: int | None = None,
            x_start: torch.Tensor | None = None, start_t: int | None = None, return_trajectory: bool = False,
-           noise_start: bool = True):
+           noise_start: bool = True, allow_signal_start: bool = False):
     """Run the reverse process; returns x0 (B, D), or (x0, Trajectory).
 
     * From pure noise (x_start None): x ~ N(0, I) of `shape` (or cond's batch and the model's dim) is taken as
@@ -306,6 +347,10 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
     num_inference_steps: sample on a shorter schedule (Scheduler.inference_timesteps); None = the scheduler's
     current `timesteps` (every training step unless `set_timesteps` chose fewer).
     The model is put in eval mode for the run and its mode restored.
+
+    A pure-noise start is refused (ValueError naming the step and its alpha_bar) where alpha_bar of the first
+    step is above MAX_START_ALPHA_BAR: the forward process there still keeps sqrt(alpha_bar) of the signal, so
+    N(0, I) is a state the denoiser never saw. allow_signal_start=True runs it anyway (to show what happens).
     """
     ts = scheduler.inference_timesteps(num_inference_steps) if num_inference_steps else scheduler.timesteps
     if start_t is not None:
@@ -324,6 +369,15 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
             if cond is None:
                 raise ValueError("sample needs `shape`, `x_start` or `cond` to know how many vectors to draw")
             shape = (cond.shape[0], model.dim)
+        ab0 = float(scheduler.alphas_cumprod[ts[0]])
+        if ab0 > MAX_START_ALPHA_BAR and not allow_signal_start:
+            raise ValueError(
+                f"sampling would start from pure noise at t={ts[0]}, where alpha_bar = {ab0:.3f}: the forward "
+                f"process there keeps {ab0 ** 0.5:.0%} of the signal (sqrt(alpha_bar)), so N(0, I) is off the "
+                f"denoiser's training distribution. Start at a step with alpha_bar <= {MAX_START_ALPHA_BAR}: "
+                f"timestep_spacing='trailing' (first step T-1), a schedule that ends near alpha_bar = 0 "
+                f"(beta_schedule='exp' or 'cosine', or zero_terminal_snr=True), more training steps T; or pass "
+                f"allow_signal_start=True to run it anyway")
         x = randn(shape, generator, dev)
     if cond is not None:
         cond = cond.to(dev)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lib import intents
+from lib import diffusion, intents
 from lib.models.fusion import FusionSASRec
 from lib.models.llmdirec import LLMDiRec
 
@@ -110,8 +110,21 @@ def test_same_seed_same_losses():
 def test_augment_is_conditioned_and_shaped():
     m = make()
     s = torch.randn(4, 8)
+    torch.manual_seed(0)
     x = m.augment(s)
     assert x.shape == (4, 8) and torch.isfinite(x).all()
+    # the condition reaches the denoiser: the same noise (same seed) under another condition gives another sample
+    torch.manual_seed(0)
+    assert torch.allclose(m.augment(s), x)
+    torch.manual_seed(0)
+    assert not torch.allclose(m.augment(s + 3.0), x, atol=1e-3)
+    # and with guidance 0 and the condition replaced by the null one, the sample is the unconditional one
+    m.guidance_scale = 0.0
+    torch.manual_seed(0)
+    a = m.augment(m.denoiser.null_cond.detach().expand(4, -1))
+    torch.manual_seed(0)
+    b = diffusion.sample(m.denoiser, m.scheduler, shape=(4, 8), num_inference_steps=m.num_inference_steps)
+    assert torch.allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.parametrize("kw, msg", [({"temperature": 0.0}, "temperature"), ({"cluster_interval": 0}, "cluster_interval"),

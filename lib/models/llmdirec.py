@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from lib import diffusion, intents
 from lib.models.fusion import FusionSASRec
+from lib.models.sasrec import next_item_loss
 
 PREDICTION_TYPES = diffusion.PREDICTION_TYPES
 
@@ -42,7 +43,8 @@ class LLMDiRec(FusionSASRec):
                  K: int = 8, cluster_interval: int = 64, cluster_points: int = 20000,
                  lambda_rec: float = 1.0, lambda_diff: float = 1.0, lambda_cl: float = 0.1,
                  lambda_align: float = 0.1, temperature: float = 1.0, sim: str = "cos",
-                 T: int = 50, beta_schedule: str = "linear", prediction_type: str = "epsilon",
+                 T: int = 50, beta_schedule: str = "exp", timestep_spacing: str = "trailing",
+                 prediction_type: str = "epsilon",
                  p_uncond: float = 0.1, guidance_scale: float = 2.0, num_inference_steps: int | None = 10,
                  denoiser_hidden: int = 128, use_diffusion: bool = True, use_cl: bool = True,
                  use_align: bool = True, seed: int = 0, **sasrec_kwargs):
@@ -66,7 +68,10 @@ class LLMDiRec(FusionSASRec):
         self.temperature, self.sim = float(temperature), sim
         self.p_uncond, self.guidance_scale, self.num_inference_steps = p_uncond, guidance_scale, num_inference_steps
         self.cluster_interval, self.cluster_points = cluster_interval, cluster_points
-        self.scheduler = diffusion.Scheduler(T, beta_schedule=beta_schedule, prediction_type=prediction_type)
+        # exp schedule + trailing spacing: the first sampling step (t = T-1) has alpha_bar ~ 0.006 at T = 50, so
+        # augmentations start from real noise (linear 1e-4..0.02 with leading spacing started at alpha_bar 0.65)
+        self.scheduler = diffusion.Scheduler(T, beta_schedule=beta_schedule, prediction_type=prediction_type,
+                                             timestep_spacing=timestep_spacing)
         self.denoiser = diffusion.Denoiser(D, cond_dim=D, hidden=denoiser_hidden, time_dim=D)
         self.prototypes = intents.IntentPrototypes(K, seed=seed, max_points=cluster_points)
         self.step = 0                           # training steps taken (drives the refits)
@@ -131,7 +136,7 @@ class LLMDiRec(FusionSASRec):
         item_seq, tgt = batch["item_seq"], batch["target_seq"]
         h = self.encode(item_seq, E)                                            # (B, L, D)
         keep = tgt != 0
-        out = {"rec": F.cross_entropy(h[keep] @ E.T, tgt[keep])}
+        out = {"rec": next_item_loss(h, E, tgt)}
         if self.use_align:
             out["align"] = self.align_loss(e_id, a)
         if not (self.use_diffusion or self.use_cl):
