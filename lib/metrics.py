@@ -10,6 +10,8 @@
   per user the ideal DCG is 1, so NDCG needs no normalisation.
 * Groups as in LLMDiRec Table 3: tail / head items (target among the least / most popular 20% of items by
   training interactions) and cold / hot users (the 20% of users with the shortest / longest history).
+* Claims are decided by one rule, `compare`: the paired per-user difference of a metric between two models
+  with a seeded bootstrap 95 % CI over users, and the spread of the difference over seeds (see VERDICTS).
 """
 from __future__ import annotations
 
@@ -31,9 +33,21 @@ def mask_history(scores: torch.Tensor, history: list[np.ndarray]) -> torch.Tenso
     return scores
 
 
-def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,) rank of each target: 1 + #{j != target : scores[j] >= scores[target]} (ties pessimistic)."""
+def ranks(scores: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) rank of each target: 1 + #{j != target : scores[j] >= scores[target]} (ties pessimistic).
+
+    A target scored NaN or +inf has no meaningful rank (NaN would give rank 0, HR = 1): ValueError naming the
+    rows (or `users`, their ids, when given). A target at -inf (masked because the user had already consumed
+    it, on datasets with repeats) ranks last: a miss."""
     t = scores.gather(1, targets.view(-1, 1))                 # (B, 1)
+    bad = torch.isnan(t[:, 0]) | torch.isposinf(t[:, 0])
+    if bad.any():
+        rows = bad.nonzero(as_tuple=True)[0]
+        who = (users[rows] if users is not None else rows).tolist()
+        raise ValueError(f"the target score is not finite ({t[rows[0], 0].item()}) for {len(who)} user(s), "
+                         f"{'user ids' if users is not None else 'rows'} {who[:10]}{' ...' if len(who) > 10 else ''}: "
+                         f"a model must give every target item a real score (NaN or +inf means a broken model: "
+                         f"check the loss and the scores for overflow)")
     return (scores >= t).sum(1)                               # counts the target itself, hence 1 + others
 
 
@@ -93,21 +107,133 @@ def rank_targets(score_fn, split, stage: str = "test", batch_size: int = 1024, m
             mask_history(scores, [history[u] for u in users.tolist()])
         else:
             scores[:, 0] = -math.inf
-        out.append(ranks(scores, targets[users]))
+        out.append(ranks(scores, targets[users], users))
     return torch.cat(out)
 
 
 def evaluate(score_fn, split, stage: str = "test", groups: bool = True, ks=KS, mask: bool = True,
-             batch_size: int = 1024) -> dict[str, dict[str, float]]:
-    """{"overall": {"HR@10": ...}, "tail": {...}, ...}; groups=False gives "overall" only."""
+             batch_size: int = 1024, ranks: bool = False) -> dict:
+    """{"overall": {"HR@10": ...}, "tail": {...}, ...}; groups=False gives "overall" only.
+
+    ranks=True adds "ranks": the (U,) list of each user's target rank, what `compare` pairs (results files keep
+    it, so any two runs evaluated on the same users can be compared later)."""
     r = rank_targets(score_fn, split, stage, batch_size=batch_size, mask=mask)
     if not groups:
-        return {"overall": metrics_from_ranks(r, ks)}
-    masks = group_masks(split, stage=stage)
-    out = {g: metrics_from_ranks(r[torch.from_numpy(m)], ks) for g, m in masks.items()}
-    for g, m in masks.items():
-        out[g]["users"] = int(m.sum())
+        out = {"overall": metrics_from_ranks(r, ks)}
+    else:
+        masks = group_masks(split, stage=stage)
+        out = {g: metrics_from_ranks(r[torch.from_numpy(m)], ks) for g, m in masks.items()}
+        for g, m in masks.items():
+            out[g]["users"] = int(m.sum())
+    if ranks:
+        out["ranks"] = r.tolist()
     return out
+
+
+# --------------------------------------------------------------------------- comparing two models
+# The one rule of the suite. For "A beats B" on a metric, with d_u = A's metric on user u minus B's (averaged
+# over seeds where there are several), mean d and a seeded bootstrap 95 % CI of mean d over users:
+VERDICTS = {
+    "holds": "the 95 % CI of the paired difference lies above 0, and so does the difference of every seed",
+    "partly": "the 95 % CI lies above 0 but at least one seed's difference does not",
+    "not here": "the 95 % CI contains 0: no difference shown at this scale",
+    "reversed": "the 95 % CI lies below 0: B beats A",
+}
+
+
+def per_user(r, metric: str = "NDCG@10") -> np.ndarray:
+    """(U,) value of `metric` (HR@k, NDCG@k, MRR@k) for each user from its rank; NaN where the rank is NaN
+    (a user the run did not evaluate)."""
+    name, _, k = metric.partition("@")
+    if name not in ("HR", "NDCG", "MRR") or not k.isdigit():
+        raise ValueError(f"unknown metric {metric!r}; valid: HR@k, NDCG@k, MRR@k with an integer k")
+    r = np.asarray(r, dtype=float)
+    hit = (r <= int(k)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = {"HR": hit, "NDCG": hit / np.log2(r + 1), "MRR": hit / r}[name]
+    v[np.isnan(r)] = np.nan
+    return v
+
+
+def _runs(x) -> list[np.ndarray]:
+    """One run or a list of runs (one per seed) -> list of (U,) float rank arrays. A run is a (U,) array of
+    ranks or a dict from `evaluate(..., ranks=True)` (its "ranks"; None entries = users not evaluated)."""
+    def one(v):
+        if isinstance(v, dict):
+            if "ranks" not in v:
+                raise ValueError("compare needs per-user ranks: evaluate with ranks=True (this run has keys "
+                                 f"{sorted(v)[:6]})")
+            v = v["ranks"]
+        return np.array([np.nan if e is None else float(e) for e in v], dtype=float)
+    if isinstance(x, dict):
+        return [one(x)]
+    if isinstance(x, np.ndarray) or torch.is_tensor(x):
+        return [one(x)] if x.ndim == 1 else [one(v) for v in x]
+    if len(x) and (isinstance(x[0], (dict, list, tuple, np.ndarray)) or torch.is_tensor(x[0])):
+        return [one(v) for v in x]                         # a list of runs
+    return [one(x)]                                        # a list of ranks
+
+
+def compare(a, b, metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+            users=None) -> dict:
+    """Paired comparison of model A against model B, the suite's one rule for a claim "A beats B".
+
+    a, b: one run or a list of runs (one per seed); a run is the dict of `evaluate(..., ranks=True)` or a (U,)
+    array of per-user ranks; NaN (None) marks a user a run did not evaluate. Only users evaluated by every run of both enter.
+    users: optional (U,) boolean mask (a group of `group_masks`, say) restricting the comparison to those users.
+    Returns a dict: n_users, mean_a, mean_b, diff (mean paired difference), rel (diff / mean_b; None when mean_b is 0), ci (the seeded
+    bootstrap `level` interval of diff over users, n_boot resamples), seed_diffs (mean of A's seed i minus B's
+    seed i, or minus B's mean when B has one run), seed_std (their standard deviation, None for one), verdict
+    (one word of VERDICTS) and rule (its sentence).
+    """
+    A, B = _runs(a), _runs(b)
+    if {len(x) for x in A + B} != {len(A[0])}:
+        raise ValueError(f"compare needs per-user arrays of one length (users); got lengths "
+                         f"{sorted({len(x) for x in A + B})}")
+    va = np.stack([per_user(r, metric) for r in A])                  # (Sa, U)
+    vb = np.stack([per_user(r, metric) for r in B])                  # (Sb, U)
+    keep = ~np.isnan(va).any(0) & ~np.isnan(vb).any(0)
+    if users is not None:
+        keep &= np.asarray(users, dtype=bool)
+    users = keep
+    if not users.any():
+        raise ValueError("compare: no user is evaluated by every run of both models")
+    va, vb = va[:, users], vb[:, users]
+    d = va.mean(0) - vb.mean(0)                                      # (U',) paired per-user difference
+    g = np.random.default_rng(seed)
+    idx = g.integers(0, len(d), size=(n_boot, len(d)))
+    boots = d[idx].mean(1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    if len(A) == len(B):
+        seed_diffs = (va.mean(1) - vb.mean(1)).tolist()
+    else:
+        seed_diffs = (va.mean(1) - vb.mean()).tolist() if len(B) == 1 else (va.mean() - vb.mean(1)).tolist()
+    if lo > 0:
+        verdict = "holds" if all(x > 0 for x in seed_diffs) else "partly"
+    elif hi < 0:
+        verdict = "reversed"
+    else:
+        verdict = "not here"
+    mb = float(vb.mean())
+    return {"metric": metric, "n_users": int(users.sum()), "mean_a": float(va.mean()), "mean_b": mb,
+            "diff": float(d.mean()), "rel": float(d.mean() / mb) if mb else None,
+            "ci": [float(lo), float(hi)], "seed_diffs": seed_diffs,
+            "seed_std": float(np.std(seed_diffs, ddof=1)) if len(seed_diffs) > 1 else None,
+            "n_seeds": [len(A), len(B)], "verdict": verdict, "rule": VERDICTS[verdict]}
+
+
+def compare_row(claim: str, a, b, metric: str = "NDCG@10", **kw) -> dict:
+    """One row of a claims table: the claim's words and `compare(a, b)` flattened for a DataFrame."""
+    c = compare(a, b, metric, **kw)
+    spread = "" if c["seed_std"] is None else f" (seed sd {c['seed_std']:.4f})"
+    return {"claim": claim, "A": round(c["mean_a"], 4), "B": round(c["mean_b"], 4),
+            f"A - B ({metric})": f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]{spread}",
+            "rel": pct(c["rel"]), "users": c["n_users"], "verdict": c["verdict"]}
+
+
+def pct(rel) -> str:
+    """A relative change as '+2.7%', or 'n/a' when there is none (the reference is 0)."""
+    return "n/a" if rel is None else f"{rel:+.1%}"
 
 
 def summarize(runs: list[dict], metrics=("HR@10", "NDCG@10", "MRR@10"), group: str = "overall") -> dict:

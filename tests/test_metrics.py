@@ -1,6 +1,5 @@
 """lib.metrics against hand-computed answers, ties and masking included."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -80,7 +79,67 @@ def test_full_ranking_is_fast():
 
     def score_fn(users, stage):
         return scores[users]
-    t0 = time.perf_counter()
-    res = metrics.evaluate(score_fn, sp, "test")
-    assert time.perf_counter() - t0 < 0.5
+    res = metrics.evaluate(score_fn, sp, "test", ranks=True)
+    r = np.array(res["ranks"])
     assert 0 <= res["overall"]["HR@20"] <= 1 and res["tail"]["users"] > 0
+    assert r.shape == (n_users,) and r.min() >= 1
+    assert res["overall"]["NDCG@10"] == pytest.approx(metrics.per_user(r, "NDCG@10").mean())
+
+
+def test_nan_target_score_is_an_error_naming_the_users():
+    s = torch.tensor([[0.0, 1.0, 2.0], [0.0, float("nan"), 1.0], [0.0, float("inf"), 1.0]])
+    with pytest.raises(ValueError, match=r"2 user\(s\), user ids \[11, 12\]"):
+        metrics.ranks(s, torch.tensor([1, 1, 1]), users=torch.tensor([10, 11, 12]))
+    # a target masked to -inf (a repeat of a history item) is a miss, ranked last
+    m = torch.tensor([[0.0, -math.inf, 2.0, 1.0]])
+    assert metrics.ranks(m, torch.tensor([1])).tolist() == [4]
+
+
+def test_per_user_metric_by_hand():
+    r = np.array([1, 3, 12, np.nan])
+    assert metrics.per_user(r, "HR@10")[:3].tolist() == [1, 1, 0]
+    assert metrics.per_user(r, "NDCG@10")[:3] == pytest.approx([1, 0.5, 0])
+    assert metrics.per_user(r, "MRR@20")[:3] == pytest.approx([1, 1 / 3, 1 / 12])
+    assert np.isnan(metrics.per_user(r, "HR@10")[3])
+    with pytest.raises(ValueError, match="unknown metric 'AUC'.*HR@k, NDCG@k, MRR@k"):
+        metrics.per_user(r, "AUC")
+
+
+def test_compare_paired_difference_ci_and_verdicts():
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 500)
+    better = np.maximum(1, b - 5)                           # every user's rank improves (or stays at 1)
+    c = metrics.compare(better, b, "NDCG@10")
+    d = metrics.per_user(better, "NDCG@10") - metrics.per_user(b, "NDCG@10")
+    assert c["diff"] == pytest.approx(d.mean()) and c["n_users"] == 500
+    assert c["ci"][0] > 0 and c["verdict"] == "holds" and c["seed_std"] is None
+    assert metrics.compare(b, better)["verdict"] == "reversed"
+    assert metrics.compare(b, b)["verdict"] == "not here" and metrics.compare(b, b)["diff"] == 0
+    # the bootstrap is seeded: the same call gives the same interval
+    assert metrics.compare(better, b, seed=3)["ci"] == metrics.compare(better, b, seed=3)["ci"]
+    # several seeds: per-user values averaged over seeds, one paired difference per seed; one seed that
+    # loses turns "holds" into "partly"
+    seeds_a = [better, better, b - 0]                        # third seed no better than B's
+    seeds_b = [b, b, np.minimum(59, b + 30)]
+    c3 = metrics.compare(seeds_a, seeds_b)
+    assert len(c3["seed_diffs"]) == 3 and c3["seed_std"] is not None and c3["n_seeds"] == [3, 3]
+    assert c3["ci"][0] > 0 and c3["seed_diffs"][2] > 0 and c3["verdict"] == "holds"
+    c4 = metrics.compare([better, b], [b, better])          # seed 2 reverses seed 1: per-user mean equal
+    assert c4["verdict"] == "not here"
+    c5 = metrics.compare([better, better, better], [b, b, better])
+    assert c5["ci"][0] > 0 and c5["seed_diffs"][2] == 0 and c5["verdict"] == "partly"
+
+
+def test_compare_uses_only_users_both_evaluated():
+    a = np.array([1.0, 1.0, np.nan, 50.0])
+    b = np.array([50.0, 50.0, 1.0, np.nan])
+    c = metrics.compare(a, b)
+    assert c["n_users"] == 2 and c["mean_a"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one length"):
+        metrics.compare(a, b[:3])
+    # runs as evaluate's dicts, None for a user not evaluated; a list of dicts is a list of seeds
+    da, db = {"ranks": [1, 1, None, 50]}, {"ranks": [50, 50, 1, None]}
+    assert metrics.compare(da, db)["diff"] == pytest.approx(c["diff"])
+    assert metrics.compare([da, da], [db])["n_seeds"] == [2, 1]
+    with pytest.raises(ValueError, match="ranks=True"):
+        metrics.compare({"overall": {}}, db)
