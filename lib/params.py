@@ -35,10 +35,17 @@ def resolve_device(device: str) -> str:
     raise ParamError(f"unknown device {device!r}; valid: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
 
 
-def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = None, **sizes) -> dict:
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = None, nonneg: dict | None = None,
+          optional: dict | None = None, **sizes) -> dict:
     """Check the common parameters and any number of sizes; return {"device": ..., "dataset_dir": ...}.
 
     sizes: name=value pairs that must be positive numbers (epochs, hidden sizes, learning rates...).
+    nonneg: name=value pairs that must be numbers >= 0 (loss weights, where 0 switches a term off; guidance 0).
+    optional: name=value pairs that may be None (off) or else must be positive numbers.
     choices: name=(value, allowed) pairs for string options such as a fusion variant.
     """
     if not isinstance(smoke, bool):
@@ -46,8 +53,14 @@ def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = No
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ParamError(f"seed must be an integer >= 0, got {seed!r}")
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        if not _number(value) or not value > 0:
             raise ParamError(f"{name} must be a positive number, got {value!r}")
+    for name, value in (nonneg or {}).items():
+        if not _number(value) or not value >= 0:
+            raise ParamError(f"{name} must be a number >= 0 (0 switches it off), got {value!r}")
+    for name, value in (optional or {}).items():
+        if value is not None and (not _number(value) or not value > 0):
+            raise ParamError(f"{name} must be None (off) or a positive number, got {value!r}")
     for name, (value, allowed) in (choices or {}).items():
         if value not in allowed:
             raise ParamError(f"unknown {name} {value!r}; valid values are {', '.join(map(repr, allowed))}")

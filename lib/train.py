@@ -39,15 +39,36 @@ def sequence_scorer(model, split, max_len: int, device="cpu", batch_size: int = 
 
 
 def evaluate_model(model, split, max_len: int, stage: str = "test", groups: bool = True, device="cpu",
-                   mask: bool = True) -> dict:
-    return metrics.evaluate(sequence_scorer(model, split, max_len, device), split, stage, groups=groups, mask=mask)
+                   mask: bool = True, ranks: bool = True) -> dict:
+    """metrics.evaluate of a sequential model; with per-user "ranks" (for metrics.compare) by default."""
+    return metrics.evaluate(sequence_scorer(model, split, max_len, device), split, stage, groups=groups, mask=mask,
+                            ranks=ranks)
+
+
+def lr_factor(step: int, warmup_steps: int, decay_steps: int | None, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (0-based).
+
+    Linear warm-up from 1/warmup_steps to 1 over the first warmup_steps steps, then (decay_steps given) a
+    half-cosine from 1 down to min_ratio at step decay_steps, held there after; decay_steps None = constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay_steps is None:
+        return 1.0
+    u = min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * u))
 
 
 def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
         weight_decay: float = 0.0, patience: int = 10, seed: int = 0, device="cpu", progress: bool = True,
-        batches=None, on_epoch=None) -> FitResult:
-    """Train with Adam; after each epoch evaluate NDCG@10 on validation; stop after `patience` epochs
-    without improvement and load the best weights back into `model`.
+        batches=None, on_epoch=None, warmup_epochs: float = 0.0, decay_epochs: float | None = None,
+        min_lr_ratio: float = 0.0, max_batches: int | None = None) -> FitResult:
+    """Train with AdamW (Adam when weight_decay = 0); after each epoch evaluate NDCG@10 on validation; stop
+    after `patience` epochs without improvement, or when the learning-rate schedule has ended (decay_epochs
+    reached: the model has converged by construction), and load the best weights back into `model`.
+
+    Learning rate (per optimiser step): linear warm-up over `warmup_epochs`, then a cosine decay to
+    `min_lr_ratio * lr` at `decay_epochs` (None: constant after warm-up), see `lr_factor`.
+    max_batches: stop each epoch after that many batches (smoke runs).
 
     batches: optional callable(epoch, generator) -> iterable of batch dicts, for models that need more
     than item_seq/target_seq; by default whole-sequence windows of the train split, reshuffled each epoch.
@@ -57,8 +78,14 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     X, Y = data.training_windows(split.train, max_len)
+    steps_per_epoch = max(1, math.ceil(len(X) / batch_size))     # of the default batches; a schedule's unit
+    if max_batches:
+        steps_per_epoch = min(steps_per_epoch, max_batches)
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    decay = None if decay_epochs is None else int(round(decay_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, warm, decay, min_lr_ratio))
 
     def default_batches(epoch, g):
         perm = torch.randperm(len(X), generator=g)
@@ -74,6 +101,8 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
         model.train()
         te, total, n = time.perf_counter(), 0.0, 0
         for step, batch in enumerate(make_batches(epoch, gen)):
+            if max_batches and step >= max_batches:
+                break
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = model.calculate_loss(batch)
             if not torch.isfinite(loss):
@@ -82,10 +111,11 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             total, n = total + loss.item(), n + 1
         train_s = time.perf_counter() - te
-        valid = evaluate_model(model, split, max_len, "valid", groups=False, device=device)["overall"]
-        row = {"epoch": epoch, "loss": total / max(n, 1), "train_seconds": train_s,
+        valid = evaluate_model(model, split, max_len, "valid", groups=False, device=device, ranks=False)["overall"]
+        row = {"epoch": epoch, "loss": total / max(n, 1), "train_seconds": train_s, "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - te, **{f"valid_{k}": v for k, v in valid.items()}}
         if on_epoch is not None:
             row.update(on_epoch(epoch, model) or {})
@@ -100,6 +130,8 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
             bad += 1
             if bad >= patience:
                 break
+        if decay is not None and sched.last_epoch >= decay and min_lr_ratio == 0:
+            break                                                     # lr is 0 from here: nothing would change
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0

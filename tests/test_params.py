@@ -40,3 +40,14 @@ def test_missing_gpu_is_named():
         pytest.skip("this machine has a GPU")
     with pytest.raises(params.ParamError, match=r"device='cuda' but this machine has no CUDA GPU"):
         params.check(**{**OK, "device": "cuda"})
+
+
+def test_weights_that_may_be_zero_and_optional_values():
+    params.check(**OK, nonneg={"lambda_cl": 0.0, "guidance": 0}, optional={"decay_epochs": None})
+    params.check(**OK, optional={"decay_epochs": 15})
+    with pytest.raises(params.ParamError, match=r"lambda_cl must be a number >= 0 \(0 switches it off\), got -0.1"):
+        params.check(**OK, nonneg={"lambda_cl": -0.1})
+    with pytest.raises(params.ParamError, match=r"guidance must be a number >= 0.*got 'high'"):
+        params.check(**OK, nonneg={"guidance": "high"})
+    with pytest.raises(params.ParamError, match=r"decay_epochs must be None \(off\) or a positive number, got 0"):
+        params.check(**OK, optional={"decay_epochs": 0})
