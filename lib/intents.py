@@ -164,9 +164,32 @@ def transition_matrix(label_seqs, K: int) -> np.ndarray:
     return M
 
 
-def top_counts(groups, k: int = 5) -> list[tuple[str, int]]:
-    """The k most frequent names in an iterable of name lists, most frequent first (ties alphabetical)."""
-    from collections import Counter
+# --------------------------------------------------------------------------- genres as labels
+def genre_matrix(item_genres, normalise: bool = False, drop=("unknown",)) -> tuple[np.ndarray, list[str]]:
+    """(n_items, n_genres) float matrix of item genres and the sorted genre names (lib.data.item_genres gives the
+    lists). Multi-hot 0/1, or with normalise=True each item's genres share a mass of 1 (a movie with three genres
+    counts a third to each). Genres in `drop` are left out (ML-100K's 'unknown' is not a taste)."""
+    names = sorted({g for gs in item_genres for g in gs} - set(drop))
+    G = np.zeros((len(item_genres), len(names)))
+    col = {g: j for j, g in enumerate(names)}
+    for i, gs in enumerate(item_genres):
+        gs = [g for g in gs if g in col]
+        for g in gs:
+            G[i, col[g]] = 1 / len(gs) if normalise else 1.0
+    return G, names
 
-    cnt = Counter(name for g in groups for name in g)
-    return sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+def dominant_genres(histories, item_genres, train_seqs, window: int | None = None) -> np.ndarray:
+    """The suite's one definition of a user's dominant genre: among the genres of the user's last `window` items
+    (all when None), the genre whose share most exceeds its share among all training interactions.
+
+    Why the excess and not the raw count: on ML-100K a raw count calls over half of the users Drama fans (Drama is
+    on most movies), and a ratio would crown the rarest genres on one or two items; the difference of shares names
+    what sets the user apart from the catalogue. Genre mass is normalised per item (`genre_matrix(normalise=True)`),
+    'unknown' left out. histories: one item-id array per user; train_seqs: the training sequences (the baseline).
+    Returns (U,) genre names."""
+    G, names = genre_matrix(item_genres, normalise=True)
+    profile = np.stack([G[np.asarray(h)[-window:] if window else np.asarray(h)].sum(0) for h in histories])
+    base = G[np.concatenate([np.asarray(s) for s in train_seqs])].sum(0)         # catalogue-wide genre mass
+    share = profile / np.maximum(profile.sum(1, keepdims=True), 1e-12)
+    return np.array(names)[(share - base / base.sum()).argmax(1)]                   # (U,)

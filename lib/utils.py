@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +29,57 @@ def repo_path(p: str | os.PathLike) -> Path:
     return p if p.is_absolute() else REPO / p
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, mode: int = 0o644, directory: bool = False):
+    """Yield a temporary path beside `path` (a file, or a folder with directory=True) to write into; on success it
+    is renamed onto `path` in one step, so readers never see half a result; on any error it is removed. The result
+    gets an ordinary mode (0644 files, 0755 folders), not mkstemp's private 0600: on a shared teaching machine
+    another user or a web server can read runs/ and data/cache/."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        yield tmp
+        os.chmod(tmp, 0o755 if directory else mode)
+        if directory and path.exists():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return Path(path)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """torch.save through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
+
+
+@contextmanager
+def one_thread():
+    """Run a block on one torch thread and one BLAS/OpenMP thread (threadpoolctl), then restore: small matrices,
+    t-SNE and silhouettes run as fast on one thread, and far faster when another job shares the CPU."""
+    from threadpoolctl import threadpool_limits
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _jsonable(o):

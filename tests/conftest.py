@@ -36,7 +36,6 @@ def smoke_results(smoke_dir):
 def one_thread():
     """Tests on tiny models run on one torch thread: as fast alone, far faster when other jobs share the CPU.
     Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    from lib.utils import one_thread as one
+    with one():
+        yield

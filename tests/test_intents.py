@@ -116,9 +116,43 @@ def test_silhouette_hand_example_and_right_labels():
     assert len(s) == 2 and all(v == pytest.approx(good, abs=0.02) for v in s)
 
 
-def test_transition_matrix_and_top_counts():
+def test_transition_matrix():
     M = intents.transition_matrix([[0, 0, 1, 2], [2, 1]], K=3)
     expected = np.zeros((3, 3), int)
     expected[0, 0] = expected[0, 1] = expected[1, 2] = expected[2, 1] = 1
     np.testing.assert_array_equal(M, expected)
-    assert intents.top_counts([["Drama", "War"], ["Drama"], ["Comedy", "War"]], k=2) == [("Drama", 2), ("War", 2)]
+
+
+def test_genre_matrix_and_dominant_genre_by_hand():
+    genres = [[], ["Drama"], ["Drama", "Comedy"], ["Horror"], ["unknown"]]     # item 0 = padding
+    G, names = intents.genre_matrix(genres)
+    assert names == ["Comedy", "Drama", "Horror"]
+    np.testing.assert_array_equal(G, [[0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]])
+    Gn, _ = intents.genre_matrix(genres, normalise=True)
+    assert Gn[2].tolist() == [0.5, 0.5, 0.0]
+    # catalogue: drama-heavy. Genre mass of training interactions: Drama 1+1+0.5+0.5 = 3, Comedy 1, Horror 1 (of 5)
+    train = [np.array([1, 1, 2]), np.array([2, 3])]
+    # user A reads [1, 2]: Comedy 0.25, Drama 0.75 -> excess Comedy 0.25-0.2 = 0.05, Drama 0.75-0.6 = 0.15 -> Drama
+    # user B reads [2, 3]: Comedy 0.25, Drama 0.25, Horror 0.5 -> Horror +0.3 (a raw count would tie) -> Horror
+    # user C reads [1, 2, 3] but window 1 -> only item 3 -> Horror; all three -> Drama share 0.5 < 0.6 ... Horror
+    dom = intents.dominant_genres([[1, 2], [2, 3], [1, 2, 3]], genres, train)
+    assert dom.tolist() == ["Drama", "Horror", "Horror"]
+    assert intents.dominant_genres([[3, 1]], genres, train, window=1).tolist() == ["Drama"]
+
+
+def test_plot_helpers_label_codes_and_projection():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from lib import plots
+    codes, names = plots.label_codes(["a", "b", "a", "c", "a", "b"], top=2)
+    assert names == ["a", "b", "other"] and codes.tolist() == [0, 1, 0, 2, 0, 1]
+    Y = plots.project_2d(np.random.default_rng(0).normal(size=(40, 5)), "PCA")
+    assert Y.shape == (40, 2)
+    with pytest.raises(ValueError, match="'t-SNE', 'UMAP', 'PCA'"):
+        plots.project_2d(Y, "MDS")
+    fig, ax = plt.subplots()
+    plots.scatter_by_label(ax, Y, np.arange(40) % 3, ["x", "y", "other"], highlight=0)
+    assert [c.get_label() for c in ax.collections] == ["x (14)", "y (13)", "other (13)"]
+    assert plots.palette(["x", "other"])[1] == (0.6, 0.6, 0.6)
+    plt.close(fig)

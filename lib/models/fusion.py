@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.models.sasrec import SASRec
+from lib.models.sasrec import SASRec, next_item_loss
 
 VARIANTS = ("gated", "concat", "weighted", "cross_attention", "id_only", "text_only")
 
@@ -159,10 +159,7 @@ class FusionSASRec(SASRec):
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """LLMDiRec Eq. 1 restricted to the fusion: L = L_rec + lambda_align * L_align."""
         E, e_id, a = self.fused()                                     # (n_items, D) each
-        h = self.encode(batch["item_seq"], E)                         # (B, L, D)
-        tgt = batch["target_seq"]
-        keep = tgt != 0
-        L_rec = F.cross_entropy(h[keep] @ E.T, tgt[keep])
+        L_rec = next_item_loss(self.encode(batch["item_seq"], E), E, batch["target_seq"])
         if self.lambda_align == 0:
             return L_rec
         # LLMDiRec Eq. 1 (lambda_rec = 1, no diffusion / contrastive terms here)
