@@ -144,6 +144,8 @@ def test_gate_of_the_model_is_per_item_and_deterministic():
     g = model.gate()
     assert g.shape == (N, D) and ((g > 0) & (g < 1)).all()
     assert torch.equal(g, model.gate())
+    # per item: items with different embeddings get different gates (not one gate broadcast to all rows)
+    assert not torch.allclose(g[1], g[2]) and (g[1:] - g[1:].mean(0)).abs().max() > 1e-4
 
 
 def test_center_text_removes_the_shared_direction():

@@ -32,4 +32,12 @@ def test_nb02_smoke_results(smoke_results):
     ov = res["genre_overlap_at10"]
     assert ov["semantic (e_llm)"] > res["genre_overlap_chance"] + 0.2
     assert 0 <= ov["ID (SASRec)"] <= 1 and 0 <= ov["fused (gated)"] <= 1
-    assert res["timings"]["fits"] == 7 and res["seconds"] < 600
+    # smoke: 3 main models x 2 seeds + 4 rivals x 1 seed, so the claims' multi-seed path ran
+    assert res["timings"]["fits"] == 10 and len(res["seeds"]) == 2
+    cl = res["claims"]
+    assert len(cl) == 12 and {c["verdict"] for c in cl.values()} <= {"holds", "partly", "not here", "reversed"}
+    main = next(c for t, c in cl.items() if "overall (Table 2" in t)
+    assert main["n_seeds"] == [2, 2] and main["seed_std"] is not None and main["n_users"] == 943
+    assert main["ci"][0] <= main["diff"] <= main["ci"][1]
+    rival = next(c for t, c in cl.items() if "concat" in t)
+    assert rival["n_seeds"] == [2, 1]

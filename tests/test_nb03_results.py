@@ -31,4 +31,7 @@ def test_nb03_smoke_results(smoke_results):
     noise = runs["from pure noise"]
     assert partial["final"]["cos"] > noise["final"]["cos"] + 0.2, "a partial reverse keeps the user, pure noise not"
     assert all(math.isfinite(v) for v in r["seconds"].values())
-    assert r["seconds"]["total"] < 300, "smoke run should take well under a minute on an idle 2-core machine"
+    cl = r["claims"]
+    assert len(cl) == 3 and all(c["n_users"] == 943 and c["ci"][0] <= c["diff"] <= c["ci"][1] for c in cl.values())
+    # a representation at the highest noise level cannot keep all of SASRec's accuracy in a tiny run
+    assert list(cl.values())[1]["diff"] < 0.05
