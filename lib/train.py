@@ -61,7 +61,7 @@ def lr_factor(step: int, warmup_steps: int, decay_steps: int | None, min_ratio: 
 def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
         weight_decay: float = 0.0, patience: int = 10, seed: int = 0, device="cpu", progress: bool = True,
         batches=None, on_epoch=None, warmup_epochs: float = 0.0, decay_epochs: float | None = None,
-        min_lr_ratio: float = 0.0, max_batches: int | None = None) -> FitResult:
+        min_lr_ratio: float = 0.0, max_batches: int | None = None, max_history: int | None = None) -> FitResult:
     """Train with AdamW (Adam when weight_decay = 0); after each epoch evaluate NDCG@10 on validation; stop
     after `patience` epochs without improvement, or when the learning-rate schedule has ended (decay_epochs
     reached: the model has converged by construction), and load the best weights back into `model`.
@@ -69,6 +69,8 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
     Learning rate (per optimiser step): linear warm-up over `warmup_epochs`, then a cosine decay to
     `min_lr_ratio * lr` at `decay_epochs` (None: constant after warm-up), see `lr_factor`.
     max_batches: stop each epoch after that many batches (smoke runs).
+    max_history: train on each user's last max_history training transitions only (inputs: the last max_history
+    items before each target; ADARec's sparse regime). Evaluation reads the last max_len items of a history.
 
     batches: optional callable(epoch, generator) -> iterable of batch dicts, for models that need more
     than item_seq/target_seq; by default whole-sequence windows of the train split, reshuffled each epoch.
@@ -79,7 +81,8 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    X, Y = data.training_windows(split.train, max_len)
+    seqs = split.train if not max_history else [s[-(max_history + 1):] for s in split.train]
+    X, Y = data.training_windows(seqs, max_len)
     steps_per_epoch = max(1, math.ceil(len(X) / batch_size))     # of the default batches; a schedule's unit
     if max_batches:
         steps_per_epoch = min(steps_per_epoch, max_batches)

@@ -51,3 +51,27 @@ def test_nan_loss_names_epoch_and_step():
         m.item_emb.weight[3] = float("nan")
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step 0"):
         train.fit(m, sp, max_len=8, epochs=1, batch_size=64, seed=0, progress=False)
+
+
+def test_max_history_trains_on_the_last_transitions_only():
+    import numpy as np
+    from lib import data
+    from lib.data import Split
+    sp = Split(train=[np.arange(1, 11), np.array([3, 4])], valid=np.array([1, 2]), test=np.array([2, 3]), n_items=12)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def calculate_loss(self, batch):
+            seen.append(batch["target_seq"].clone())
+            return (self.w ** 2).sum() + 1.0
+
+        def full_sort_predict(self, batch):
+            return torch.zeros(len(batch["item_seq"]), 12) + self.w
+
+    train.fit(Probe(), sp, max_len=3, epochs=1, batch_size=8, seed=0, progress=False, max_history=3)
+    targets = sorted(int(t) for b in seen for t in b.flatten() if t != 0)
+    assert targets == sorted([8, 9, 10, 4])            # user 0: last 3 transitions; user 1 has only one

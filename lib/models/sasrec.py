@@ -107,13 +107,16 @@ class SASRec(nn.Module):
         """(n_items, D) the table used for input and for scoring; fusion models override this."""
         return self.item_emb.weight
 
-    def encode(self, item_seq: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) item ids -> (B, L, D) hidden states; position L-1 is the most recent item."""
+    def embed(self, item_seq: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, D) input of the first block: Drop(LN(E[s_t] + P_t)) (ADARec's E^0)."""
         E = self.item_embeddings() if item_table is None else item_table
         B, L = item_seq.shape
         pos = torch.arange(self.max_len - L, self.max_len, device=item_seq.device)      # right-aligned positions
-        h = E[item_seq] + self.pos_emb(pos)                                              # (B, L, D)
-        h = self.drop(self.norm(h))
+        return self.drop(self.norm(E[item_seq] + self.pos_emb(pos)))                     # (B, L, D)
+
+    def encode(self, item_seq: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids -> (B, L, D) hidden states; position L-1 is the most recent item."""
+        h = self.embed(item_seq, item_table)                                             # (B, L, D)
         mask = attention_mask(item_seq)                                                  # (B, L, L)
         for block in self.blocks:
             h = block(h, mask)

@@ -1,0 +1,134 @@
+"""ADARec's pieces against hand computation: straight-through Gumbel-softmax, the level mask, Eq. 8-11, Eq. 6."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lib.models import adarec
+from lib.models.adarec import ADARec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_straight_through_forward_is_one_hot_and_gradient_is_the_softmax_one():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], requires_grad=True)
+    w = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    y, p = adarec.gumbel_softmax_st(logits, tau=0.5, generator=torch.Generator().manual_seed(0))
+    assert ((y == 0) | (y == 1)).all() and torch.equal(y.sum(-1), torch.ones(2))      # one-hot forward
+    assert torch.equal(y.argmax(-1), p.argmax(-1))
+    (y * w).sum().backward()
+    g_st = logits.grad.clone()
+    # the same noise through the soft path: the backward pass of y is the backward pass of p
+    logits.grad = None
+    _, p2 = adarec.gumbel_softmax_st(logits, tau=0.5, generator=torch.Generator().manual_seed(0))
+    (p2 * w).sum().backward()
+    assert torch.allclose(g_st, logits.grad) and g_st.abs().sum() > 0
+
+
+def test_level_mask_by_hand_and_its_gradient():
+    y = torch.tensor([[0.0, 0.0, 1.0, 0.0]], requires_grad=True)             # T_u = 2 of T_max = 3
+    m = adarec.level_mask(y)
+    assert m.tolist() == [[1.0, 1.0, 1.0, 0.0]]
+    (m * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert y.grad.tolist() == [[1.0, 3.0, 6.0, 10.0]]                          # d/dy_d = sum_{k <= d} w_k
+
+
+def test_hierarchy_fusion_eq_8_to_11_by_hand():
+    # one user, two levels, D = 2
+    f = torch.tensor([[[1.0, 0.0], [3.0, 2.0]]])                              # E_fin per level (1, 2, 2)
+    c = torch.tensor([[[0.0, 4.0], [2.0, 0.0]]])                              # E_coar per level
+    g = torch.tensor([[0.75, 0.25]])                                          # router
+    m = torch.tensor([[1.0, 1.0]])
+    W = nn.Linear(2, 2)
+    with torch.no_grad():
+        W.weight.copy_(torch.eye(2)); W.bias.zero_()
+    h, z_fin, z_coar = adarec.hierarchy_fusion(f, c, g, m, W, eps=0.0)
+    # z_fin = (0.75 [1,0] + 0.25 [3,2]) / 1 = [1.5, 0.5]; z_coar = (0.25 [0,4] + 0.75 [2,0]) / 1 = [1.5, 1.0]
+    assert torch.allclose(z_fin, torch.tensor([[1.5, 0.5]])) and torch.allclose(z_coar, torch.tensor([[1.5, 1.0]]))
+    gate = torch.sigmoid(torch.tensor([1.5, 1.0]))
+    assert torch.allclose(h, gate * torch.tensor([1.5, 0.5]) + (1 - gate) * torch.tensor([1.5, 1.0]))
+    # a masked level does not count: only level 0 -> z_fin = E_fin^0, z_coar = E_coar^0
+    _, zf, zc = adarec.hierarchy_fusion(f, c, g, torch.tensor([[1.0, 0.0]]), W, eps=0.0)
+    assert torch.allclose(zf, f[:, 0]) and torch.allclose(zc, c[:, 0])
+
+
+def test_cont_loss_positives_are_adjacent_levels():
+    torch.manual_seed(0)
+    B, K1, D = 4, 3, 8
+    z = torch.randn(B, K1, D)
+    T_u = torch.tensor([2, 2, 2, 2])                                          # pairs k = 1 -> 2 (floor(2/2) = 1)
+    tau = 0.07
+    zn = nn.functional.normalize(z, dim=-1)
+    logits = zn[:, 1] @ zn[:, 2].T / tau
+    by_hand = nn.functional.cross_entropy(logits, torch.arange(B), reduction="sum") / B
+    assert adarec.adjacent_level_infonce(z, T_u, tau).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # users whose adjacent deep levels agree: near-zero loss; pairing with another user's level: large
+    same = z.clone(); same[:, 2] = same[:, 1]
+    assert adarec.adjacent_level_infonce(same, T_u, tau) < 0.05
+    swapped = same.clone(); swapped[:, 2] = same[:, 1].roll(1, 0)
+    assert adarec.adjacent_level_infonce(swapped, T_u, tau) > 5
+    # T_u = 0: no pair, no loss; T_u = 1: the pair (0, 1) only
+    assert adarec.adjacent_level_infonce(z, torch.zeros(B, dtype=torch.long), tau).item() == 0
+    l01 = nn.functional.cross_entropy(zn[:, 0] @ zn[:, 1].T / tau, torch.arange(B), reduction="none")
+    T1 = torch.tensor([1, 0, 0, 0])
+    assert adarec.adjacent_level_infonce(z, T1, tau).item() == pytest.approx(l01[0].item() / B, rel=1e-5)
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    return ADARec(30, **{"hidden": 16, "inner": 32, "max_len": 6, "n_heads": 2, "T_max": 3, **kw})
+
+
+BATCH = {"item_seq": torch.tensor([[0, 0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10], [0, 0, 0, 11, 12, 13]]),
+         "target_seq": torch.tensor([[0, 0, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [0, 0, 0, 12, 13, 14]])}
+
+
+def test_every_term_and_gradients_reach_adc_router_denoiser():
+    m = small()
+    loss = m.calculate_loss(BATCH)
+    assert set(m.last_losses) == {"rec", "deno", "cont", "expl"} and torch.isfinite(loss)
+    loss.backward()
+    for mod in (m.W_sigma, m.router[0], m.denoiser.mlp[0], m.E_coar.blocks[0].attn.W_qkv, m.item_emb):
+        assert mod.weight.grad is not None and mod.weight.grad.abs().sum() > 0, mod
+    assert -math.log(4) - 1e-5 <= m.last_losses["expl"] <= 0                     # -H of 4 choices
+
+
+def test_eval_is_deterministic_causal_and_depth_is_one_per_user():
+    m = small().eval()
+    a, b = m.full_sort_predict(BATCH), m.full_sort_predict(BATCH)
+    assert torch.equal(a, b) and a.shape == (3, 30)
+    h1 = m.forward_all(BATCH["item_seq"])["h"]
+    seq2 = BATCH["item_seq"].clone(); seq2[:, -1] = 20                          # change only the last item
+    h2 = m.forward_all(seq2)["h"]
+    assert torch.allclose(h1[:, :-1], h2[:, :-1], atol=1e-5) and not torch.allclose(h1[:, -1], h2[:, -1])
+    d = m.depths(BATCH["item_seq"])
+    assert d.shape == (3,) and ((0 <= d) & (d <= 3)).all()
+
+
+@pytest.mark.parametrize("kw, absent", [({"adc": "off"}, "expl"), ({"hda": False}, "deno"), ({"moe": False}, "cont"),
+                                        ({"lambda_cont": 0.0}, "cont"), ({"denoise": False}, "deno")])
+def test_ablation_switches_remove_their_term(kw, absent):
+    m = small(**kw)
+    m.calculate_loss(BATCH)
+    assert absent not in m.last_losses and "rec" in m.last_losses
+
+
+def test_router_off_gives_equal_weights_and_levels_sit_where_asked():
+    m = small(router=False).eval()
+    assert torch.all(m.forward_all(BATCH["item_seq"])["g"] == 0.5)
+    assert small(levels="code").t_levels.tolist() == [0, 3, 7, 10]
+    assert small(levels="spread").t_levels.tolist() == [0, 16, 33, 49]
+
+
+@pytest.mark.parametrize("kw, msg", [({"adc": "hard"}, "'gumbel', 'softmax', 'off'"), ({"levels": "deep"}, "'code', 'spread'"),
+                                     ({"T_max": 0}, "T_max"), ({"lambda_cont": -1.0}, "lambda_cont")])
+def test_bad_parameters_are_named(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        small(**kw)
+
+
+def test_score_average():
+    a, b = small().eval(), small(moe=False).eval()
+    avg = adarec.ScoreAverage(a, b)
+    assert torch.allclose(avg.full_sort_predict(BATCH), (a.full_sort_predict(BATCH) + b.full_sort_predict(BATCH)) / 2)
