@@ -150,3 +150,127 @@ def test_reader_and_split_properties(tmp_path_factory, rows):
     for s, tr, v, te in zip(ds.sequences, sp.train, sp.valid, sp.test):
         assert list(tr) + [v, te] == list(s)
         assert (s > 0).all() and (s < ds.n_items).all()
+
+
+# --------------------------------------------------------------------------- the reader against its definition
+def test_bad_line_deep_in_a_file_is_named(tmp_path):
+    good = [f"u{n % 7}\ti{n % 11}\t{n}\n" for n in range(5000)]
+    head = "user_id:token\titem_id:token\ttimestamp:float\n"
+    f = tmp_path / "deep.inter"
+    f.write_text(head + "".join(good[:4000]) + "u1\ti1\n" + "".join(good[4000:]))        # file line 4002
+    with pytest.raises(data.DataError, match=r"deep.inter, line 4002: 2 fields, but the header has 3 "
+                                             r"\(user_id, item_id, timestamp\)"):
+        data.read_atomic(f)
+    f.write_text(head + "".join(good[:4500]) + "u1\ti1\t12:30\n" + "".join(good[4500:]))  # file line 4502
+    with pytest.raises(data.DataError, match=r"deep.inter, line 4502: column 'timestamp' is float but holds '12:30'"):
+        data.read_atomic(f)
+    f.write_text(head + "".join(good[:10]) + "\n" + "".join(good[10:]))                  # a blank line is a row
+    with pytest.raises(data.DataError, match=r"line 12: 1 fields, but the header has 3"):
+        data.read_atomic(f)
+
+
+def test_line_endings_crlf_and_cr_read_like_lf(tmp_path):
+    lf = tmp_path / "lf.inter"
+    lf.write_bytes(INTER.encode())
+    want = data.read_atomic(lf)
+    for name, nl in (("crlf", b"\r\n"), ("cr", b"\r")):
+        f = tmp_path / f"{name}.inter"
+        f.write_bytes(INTER.encode().replace(b"\n", nl))
+        got = data.read_atomic(f)
+        assert got.equals(want) and got.attrs == want.attrs, name
+    f = tmp_path / "crlf_bad.inter"
+    f.write_bytes(b"user_id:token\titem_id:token\r\nu\ti\r\nu\ti\tx\r\n")
+    with pytest.raises(data.DataError, match=r"crlf_bad.inter, line 3: 3 fields"):
+        data.read_atomic(f)
+
+
+def test_fields_are_literal_and_empty_floats_are_nan(tmp_path):
+    f = tmp_path / "lit.inter"
+    f.write_text('user_id:token\titem_id:token_seq\trating:float\n"u 1"\t#a  b\t\nu2\tNA\t-2.5e1\n')
+    df = data.read_atomic(f)
+    assert list(df["user_id"]) == ['"u 1"', "u2"] and list(df["item_id"]) == ["#a  b", "NA"]
+    assert np.isnan(df["rating"][0]) and df["rating"][1] == -25.0 and df["rating"].dtype == np.float64
+    assert df.attrs["types"] == {"user_id": "token", "item_id": "token_seq", "rating": "float"}
+
+
+def test_blank_lines_are_rows_of_a_one_column_file(tmp_path):
+    f = tmp_path / "one.item"
+    f.write_bytes(b"item_id:token\r\na\r\n\r\n  \r\nb\n\n")
+    assert list(data.read_atomic(f)["item_id"]) == ["a", "", "  ", "b", ""]
+    assert _outcome(data.read_atomic, f) == _outcome(reference_read, f)
+
+
+def test_integer_column_with_minus_zero_matches_definition(tmp_path):
+    f = tmp_path / "z.inter"
+    for body, sign in (("-0\n1\n", False), ("-0\n1.5\n", True)):   # pd.to_numeric keeps -0's sign only among floats
+        f.write_text("t:float\n" + body)
+        assert bool(np.signbit(data.read_atomic(f)["t"][0])) is sign
+        assert _outcome(data.read_atomic, f) == _outcome(reference_read, f)
+
+
+def test_not_utf8_names_file_and_line(tmp_path):
+    f = tmp_path / "latin.inter"
+    f.write_bytes("user_id:token\titem_id:token\nu\ti\nu\tcaf\xe9\n".encode("latin-1"))
+    with pytest.raises(data.DataError, match=r"latin.inter, line 3: not UTF-8"):
+        data.read_atomic(f)
+
+
+def reference_read(path):
+    """The definition read_atomic implements, line by line in Python (its implementation before pandas)."""
+    import pandas as pd
+    with open(path, encoding="utf-8") as f:                    # universal newlines: \r\n and \r become \n
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not lines or not lines[0].strip():
+        raise data.DataError(f"{path}, line 1: empty file")
+    cols = [c.rpartition(":") for c in lines[0].split("\t")]
+    names, types = [c[0] for c in cols], [c[2] for c in cols]
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(names):
+            raise data.DataError(f"{path}, line {n}: {len(fields)} fields, but the header has {len(names)} "
+                                 f"({', '.join(names)})")
+        rows.append(fields)
+    df = pd.DataFrame(rows, columns=names, dtype=object)
+    for name, typ in zip(names, types):
+        if typ == "float":
+            vals = pd.to_numeric(df[name].replace("", np.nan), errors="coerce")
+            bad = vals.isna() & (df[name] != "")
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise data.DataError(f"{path}, line {i + 2}: column {name!r} is float but holds {df[name].iloc[i]!r}")
+            df[name] = vals.astype("float64")
+        else:
+            df[name] = df[name].astype(str)
+    return df
+
+
+def _outcome(read, path):
+    try:
+        df = read(path)
+    except data.DataError as e:
+        return "error", str(e)
+    return "ok", {c: [repr(v) for v in df[c]] for c in df.columns}, [str(t) for t in df.dtypes]
+
+
+fields_ = st.sampled_from(["a", "b c", "7", "-0", "2.5", "1e3", " 3 ", "", "nan", "inf", "NA", '"q', "#", "é", "x1"])
+line_ends = st.sampled_from(["\n", "\n", "\n", "\r\n", "\r"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(header=st.sampled_from([["a:token"], ["a:token", "f:float"], ["u:token", "s:token_seq", "f:float", "g:float"]]),
+       rows=st.lists(st.tuples(st.lists(fields_, min_size=0, max_size=5), line_ends), max_size=12),
+       well_formed=st.booleans(), last_end=st.booleans())
+def test_reader_agrees_with_line_by_line_definition(tmp_path_factory, header, rows, well_formed, last_end):
+    text = "\t".join(header) + "\n"
+    for fields, end in rows:
+        if well_formed:
+            fields = (fields * len(header) + ["x"] * len(header))[:len(header)]
+        text += "\t".join(fields) + end
+    if not last_end:
+        text = text.rstrip("\r\n")
+    f = tmp_path_factory.mktemp("ref") / "r.inter"
+    f.write_bytes(text.encode())
+    assert _outcome(data.read_atomic, f) == _outcome(reference_read, f)
