@@ -32,3 +32,48 @@ def test_cli_parses_parameters(monkeypatch):
         names=names, params=params, output_dir=output_dir))
     run.main(["01", "-p", "smoke", "True", "-p", "epochs", "3", "--output-dir", "/tmp/x"])
     assert seen == {"names": ["01"], "params": {"smoke": True, "epochs": 3}, "output_dir": "/tmp/x"}
+
+
+def test_main_reports_a_failure_briefly_goes_on_and_exits_nonzero(monkeypatch, capsys, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+    calls = []
+
+    def fake_run(names, params, output_dir, kernel):
+        calls.append(names)
+        if names == ["00"]:
+            raise PapermillExecutionError(4, 3, "import x\nP = params.check(seed=seed)\n", "ParamError",
+                                          "seed must be an integer >= 0, got -1",
+                                          ["ParamError  Traceback", "Cell \x1b[0;32mIn[3], line 2\x1b[0m"])
+    monkeypatch.setattr(run, "run", fake_run)
+    assert run.main(["00", "01", "--output-dir", str(tmp_path)]) == 1
+    assert calls == [["00"], ["01"]], "the next notebook still runs"
+    err = capsys.readouterr().err
+    assert "FAILED 00_data_tour.ipynb" in err and "In [3]" in err and "line 2" in err
+    assert "P = params.check(seed=seed)" in err and "ParamError: seed must be an integer >= 0, got -1" in err
+    assert "1 of 2 notebooks failed: 00_data_tour" in err
+    monkeypatch.setattr(run, "run", lambda names, params, output_dir, kernel: None)
+    assert run.main(["00"]) == 0
+
+
+@pytest.mark.notebook
+def test_cli_bad_parameter_gives_a_short_report(tmp_path):
+    """A real run: notebook 00's first code cell refuses seed=-1; the user sees a few lines, not papermill's 40."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lib.run", "00", "-p", "smoke", "True", "-p", "seed", "-1",
+                           "--output-dir", str(tmp_path)], cwd=run.REPO, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "FAILED 00_data_tour.ipynb" in out and "cell index 2 of notebooks/00_data_tour.ipynb" in out, out
+    assert "params.check(" in out, "names the failing line"
+    assert "ParamError: seed must be an integer >= 0, got -1" in out, out
+    assert "Traceback" not in out, out
+    assert len(out.strip().splitlines()) < 15, out
+    copy = tmp_path / "00_data_tour.ipynb"
+    assert copy.is_file() and str(copy) in out
+    assert "ParamError" in copy.read_text(), "the full traceback stays in the executed copy"
+    print(f"failing run took {seconds:.1f} s")
