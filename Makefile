@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lab bench clean
+.PHONY: install run test lab bench clean site browser
 
 install: $(STAMP)
 
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)        ## every notebook, default parameters -> runs/
 	$(PY) -m lib.run
 
-test: $(STAMP)       ## unit tests + every notebook with smoke=True
+browser:             ## Debian's Chromium for the browser tests (installed when missing; no browser download)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser   ## unit tests + every notebook with smoke=True + the site in Chromium
 	$(PY) -m pytest -q
+
+site: $(STAMP)       ## static HTML site of the executed notebooks in runs/ -> site/index.html
+	$(PY) -m lib.site
 
 bench: $(STAMP)      ## SASRec speed and quality as one JSON line
 	$(PY) -m lib.bench
@@ -34,4 +41,4 @@ lab: $(STAMP)        ## JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf runs/ .pytest_cache
+	rm -rf runs/ site/ .pytest_cache

@@ -91,3 +91,17 @@ def label_codes(labels, top: int | None = None) -> tuple[np.ndarray, list[str]]:
     names = keep + (["other"] if len(keep) < len(counts) else [])
     idx = {nm: i for i, nm in enumerate(keep)}
     return np.array([idx.get(l, len(keep)) for l in labels]), names
+
+
+def static_twin(fig, draw, frames, interval: int = 600):
+    """The static twin of a widget: `draw(frame)` redraws `fig` for each of `frames`, precomputed here and played in
+    the page by matplotlib's own JavaScript player (a slider and buttons), so it works in exported HTML without a
+    kernel. Returns an IPython HTML object to display; the figure is closed."""
+    import matplotlib
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+    matplotlib.rcParams["animation.embed_limit"] = 64                       # MB of frames
+    anim = FuncAnimation(fig, draw, frames=list(frames), interval=interval, repeat=False)
+    out = HTML(anim.to_jshtml(default_mode="once"))
+    plt.close(fig)
+    return out

@@ -1,0 +1,112 @@
+"""`make site` (`python -m lib.site`): the executed notebooks of `runs/` as a static HTML site for readers without
+a kernel: an index with every notebook's headline numbers, one page per notebook (figures inline, navigation
+between them), and each widget's static twin (a slider driven by the page itself) as the notebooks draw it.
+
+Pages are nbconvert's HTML export; the index and the navigation bars are written here. The site is self-contained
+and works offline: nbconvert's scripts from CDNs (MathJax, require.js, mermaid, the widget loader) are left out, so
+formulas show as LaTeX source, and interactive widgets appear as their static twins only.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import sys
+from pathlib import Path
+
+from lib import leaderboard, utils
+from lib.utils import repo_path
+
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+       "th{background:#f3f3f3}code{background:#f6f6f6;padding:0 3px}")
+NAV_STYLE = ("position:sticky;top:0;z-index:100;background:#263238;color:#fff;padding:6px 12px;"
+             "font-family:system-ui,sans-serif;font-size:14px")
+
+
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
+
+
+def offline(page: str) -> str:
+    """The page without scripts or stylesheets that load from the network (a src, href or import of http(s))."""
+    def keep(m):
+        tag = m.group(0)
+        head = tag[:tag.index(">") + 1]
+        if re.search(r"src=[\"']https?://", head) or re.search(r"(unpkg\.com|cdnjs\.cloudflare\.com|cdn\.jsdelivr)", tag):
+            return ""
+        return tag
+    page = _SCRIPT.sub(keep, page)
+    return re.sub(r"<link\b[^>]*href=[\"']https?://[^>]*>", "", page, flags=re.I)     # e.g. the player's icon font
+
+
+def notebook_title(nb) -> str:
+    """The first markdown heading of a notebook, without its '#'."""
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return ""
+
+
+def nav_bar(pages: list[str], i: int) -> str:
+    link = lambda href, text: f'<a style="color:#fff;margin-right:1.2em" href="{href}">{html.escape(text)}</a>'
+    parts = [link("index.html", "IntentLab: all notebooks")]
+    if i > 0:
+        parts.append(link(f"{pages[i - 1]}.html", f"← {pages[i - 1]}"))
+    if i + 1 < len(pages):
+        parts.append(link(f"{pages[i + 1]}.html", f"{pages[i + 1]} →"))
+    return f'<div id="intentlab-nav" style="{NAV_STYLE}">{"".join(parts)}</div>'
+
+
+def build(runs_dir="runs", site_dir="site") -> Path:
+    """Write site_dir/index.html and one page per executed notebook found in runs_dir; returns the index's path."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    runs, site = repo_path(runs_dir), repo_path(site_dir)
+    executed = sorted(runs.glob("[0-9][0-9]_*.ipynb"))
+    if not executed:
+        raise SystemExit(f"no executed notebooks in {runs}: run `make run` (or `python -m lib.run`) first")
+    pages = [p.stem for p in executed]
+    exporter = HTMLExporter(template_name="lab")
+    rows = []
+    for i, path in enumerate(executed):
+        nb = nbformat.read(path, as_version=4)
+        body, _ = exporter.from_notebook_node(nb)
+        head, sep, rest = body.partition("<body")
+        tag_end = rest.index(">") + 1
+        page = offline(head + sep + rest[:tag_end] + nav_bar(pages, i) + rest[tag_end:])
+        utils.atomic_write_bytes(site / f"{path.stem}.html", page.encode())
+        res = utils.load_results(runs, path.stem)
+        rows.append((path.stem, notebook_title(nb), leaderboard.headline(path.stem, res) if res else "no results file",
+                     res.get("seconds") if isinstance(res, dict) and isinstance(res.get("seconds"), (int, float)) else None))
+    from lib.run import all_notebooks
+    missing = [p.stem for p in all_notebooks() if p.stem not in pages]
+    trs = "".join(f'<tr><td><a href="{s}.html">{s}</a></td><td>{html.escape(t)}</td><td>{html.escape(h)}</td>'
+                  f'<td>{"" if sec is None else f"{sec / 60:.1f} min"}</td></tr>' for s, t, h, sec in rows)
+    miss = ("" if not missing else "<p>Not executed yet (run <code>.venv/bin/python -m lib.run NN</code>, then "
+            "<code>make site</code>): " + ", ".join(html.escape(m) for m in missing) + ".</p>")
+    index = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>IntentLab: the executed notebooks</title>"
+             f"<style>{CSS}</style></head><body><h1>IntentLab: the executed notebooks</h1>"
+             f"<p>Every page is a notebook as <code>make run</code> executed it on "
+             f"{html.escape(runs.name)}/, figures included; sliders under \"static twin\" step through precomputed "
+             f"frames without a kernel. The headline of each notebook is read from its results file.</p>"
+             f"<table><tr><th>notebook</th><th>title</th><th>headline (from its results file)</th><th>run time</th></tr>"
+             f"{trs}</table>{miss}</body></html>")
+    return utils.atomic_write_bytes(site / "index.html", index.encode())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.site", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs", help="folder of executed notebooks (default runs/)")
+    ap.add_argument("--out", default="site", help="folder to write the site into (default site/)")
+    a = ap.parse_args(argv)
+    index = build(a.runs, a.out)
+    print(f"site -> {index} (open it in a browser)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
