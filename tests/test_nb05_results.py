@@ -31,5 +31,7 @@ def test_nb05_smoke_results(smoke_results):
     assert cost["ADARec (paper)"]["x SASRec (train)"] > 1
     g = [x for x in res["router_mean_g_by_level"] if x is not None]
     assert g and all(0 <= x <= 1 for x in g)
+    nr = res["normal_regime"]                                          # smoke runs the normal-regime path too
+    assert set(nr) == {"SASRec (L = 50)", "ADARec (L = 50, warm start)"}
     H = res["depth_over_training"]
     assert len(H) == 1 and abs(sum(H[0]) - 1) < 1e-6 and len(H[0]) == res["params"]["T_max"] + 1
