@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib.models.fusion import VARIANTS, Adapter, Fusion, FusionSASRec, alignment_loss
+from lib.models.fusion import VARIANTS, Fusion, FusionSASRec, alignment_loss
 
 N, D, d_text = 7, 8, 12
 SMALL = dict(hidden=D, n_layers=1, n_heads=2, inner=16, max_len=6, dropout=0.0, attn_dropout=0.0)

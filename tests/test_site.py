@@ -2,7 +2,6 @@
 image shows, every local link resolves, the index carries each notebook's headline, and each static twin's slider
 changes the frame it shows."""
 import re
-from pathlib import Path
 
 import pytest
 

@@ -55,7 +55,6 @@ def test_nan_loss_names_epoch_and_step():
 
 def test_max_history_trains_on_the_last_transitions_only():
     import numpy as np
-    from lib import data
     from lib.data import Split
     sp = Split(train=[np.arange(1, 11), np.array([3, 4])], valid=np.array([1, 2]), test=np.array([2, 3]), n_items=12)
     seen = []

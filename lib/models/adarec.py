@@ -34,7 +34,6 @@ expert for every level, equal weights), router (False: g_k = 1/2), lambda_cont =
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
@@ -140,7 +139,7 @@ class ADARec(SASRec):
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         n_layers = sasrec_kwargs.pop("n_layers", 2)
         super().__init__(n_items, n_layers=0, **sasrec_kwargs)              # the experts replace SASRec's blocks
-        D, L = self.item_emb.embedding_dim, self.max_len
+        D = self.item_emb.embedding_dim
         self.T_max = T_max if hda else 0
         self.adc_mode, self.hda, self.denoise, self.moe, self.router_on = adc, bool(hda), bool(denoise), bool(moe), bool(router)
         self.tau_gs, self.tau_cont = tau_gs, tau_cont

@@ -14,7 +14,6 @@ LLM. Built step by step in notebook 06.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -29,7 +29,6 @@ the same cluster (`prediction_type="sample"` gives its loss form).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lib import diffusion, intents
 from lib.models.fusion import FusionSASRec
