@@ -62,7 +62,8 @@ def executed_dir(parameters: dict | None, output_dir: str = "runs") -> Path:
     return repo_path((parameters or {}).get("output_dir", output_dir))
 
 
-def run(names=(), parameters: dict | None = None, output_dir: str = "runs", kernel: str = "python3") -> list[Path]:
+def run(names=(), parameters: dict | None = None, output_dir: str = "runs", kernel: str = "python3",
+        execution_timeout: int | None = None) -> list[Path]:
     """Execute the named notebooks (all when none), in order; raises at the first that fails, with papermill's
     full traceback (the executed copy, up to the failing cell, is written before the error is raised)."""
     import papermill as pm
@@ -80,7 +81,7 @@ def run(names=(), parameters: dict | None = None, output_dir: str = "runs", kern
         print(f"[lib.run] {nb.name} -> {target}", flush=True)
         try:
             pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel,
-                                cwd=str(NOTEBOOKS), progress_bar=False)
+                                cwd=str(NOTEBOOKS), progress_bar=False, execution_timeout=execution_timeout)
         except Exception as e:
             e.add_note(f"[lib.run] partly executed copy of {nb.name}: {target}")
             raise
