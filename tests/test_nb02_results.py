@@ -11,7 +11,7 @@ NAMES = ("ID-only (SASRec)", "gated w/o L_align", "concat", "weighted", "cross-a
 def test_nb02_smoke_results(smoke_results):
     res = smoke_results(STEM)
     assert res["smoke"] is True and res["dataset"] == "ml-100k"
-    assert res["seeds"] == [0] and res["d_text"] == 384 and res["text_model"] == "all-MiniLM-L6-v2"
+    assert res["seeds"] == [0, 1] and res["d_text"] == 384 and res["text_model"] == "all-MiniLM-L6-v2"
     lam = res["lambda_selection"]["chosen"]
     assert lam in res["lambda_selection"]["grid"] and lam > 0
     gated = res["names"]["gated"]
