@@ -188,6 +188,12 @@ class Scheduler:
             ts = torch.round(torch.linspace(0, T - 1, n, dtype=torch.float64)).long()
         return ts.long().flip(0)
 
+    def start_alpha_bar(self, num_inference_steps: int | None = None, spacing: str | None = None) -> tuple[int, float]:
+        """(t, alpha_bar_t) of the first step of a sampling schedule: where a pure-noise start would begin. `sample`
+        refuses it above MAX_START_ALPHA_BAR; notebooks check their parameters with it."""
+        t = int(self.inference_timesteps(num_inference_steps, spacing)[0])
+        return t, float(self.alphas_cumprod[t])
+
     def set_timesteps(self, num_inference_steps: int | None = None):
         """Choose the sampling schedule used by `step` when it is not told the previous timestep."""
         self.num_inference_steps = num_inference_steps
@@ -369,7 +375,7 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
             if cond is None:
                 raise ValueError("sample needs `shape`, `x_start` or `cond` to know how many vectors to draw")
             shape = (cond.shape[0], model.dim)
-        ab0 = float(scheduler.alphas_cumprod[ts[0]])
+        ab0 = float(scheduler.alphas_cumprod[ts[0]])                 # start_alpha_bar, on the schedule in use
         if ab0 > MAX_START_ALPHA_BAR and not allow_signal_start:
             raise ValueError(
                 f"sampling would start from pure noise at t={ts[0]}, where alpha_bar = {ab0:.3f}: the forward "

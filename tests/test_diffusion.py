@@ -311,7 +311,8 @@ def test_sample_refuses_a_pure_noise_start_where_signal_is_left():
     assert diffusion.sample(m, s, x_start=torch.zeros(3, 2), start_t=5).shape == (3, 2)
     # trailing spacing on the exp schedule starts in noise
     ok = Scheduler(50, "exp", timestep_spacing="trailing")
-    assert ok.alpha_bar[ok.inference_timesteps(10)[0]] < diffusion.MAX_START_ALPHA_BAR
+    assert ok.start_alpha_bar(10) == (49, pytest.approx(float(ok.alpha_bar[49])))
+    assert ok.start_alpha_bar(10)[1] < diffusion.MAX_START_ALPHA_BAR
     diffusion.sample(m, ok, shape=(3, 2), num_inference_steps=10)
 
 
@@ -331,17 +332,16 @@ def test_first_sampling_step_of_each_notebook_default_is_noise():
     p3 = {k: _lit(v) for k, v in _notebook_defaults("03_diffusion_trajectories").items()
           if k in ("T", "beta_schedule", "num_inference_steps", "timestep_spacing")}
     s3 = Scheduler(p3["T"], p3["beta_schedule"], timestep_spacing=p3.get("timestep_spacing", "leading"))
-    assert s3.alpha_bar[s3.inference_timesteps(p3["num_inference_steps"])[0]] < 1e-3
+    assert s3.start_alpha_bar(p3["num_inference_steps"])[1] < 1e-3
     p4 = {k: _lit(v) for k, v in _notebook_defaults("04_intent_clusters").items()
           if k in ("T", "beta_schedule", "n_inference_steps", "timestep_spacing")}
     s4 = Scheduler(p4["T"], p4["beta_schedule"], timestep_spacing=p4["timestep_spacing"])
-    ab4 = s4.alpha_bar[s4.inference_timesteps(p4["n_inference_steps"])[0]].item()
-    assert ab4 < diffusion.MAX_START_ALPHA_BAR
+    assert s4.start_alpha_bar(p4["n_inference_steps"])[1] < diffusion.MAX_START_ALPHA_BAR
     from lib.models.llmdirec import LLMDiRec
     import inspect
     d = {k: v.default for k, v in inspect.signature(LLMDiRec).parameters.items()}
     sl = Scheduler(d["T"], d["beta_schedule"], timestep_spacing=d["timestep_spacing"])
-    assert sl.alpha_bar[sl.inference_timesteps(d["num_inference_steps"])[0]] < diffusion.MAX_START_ALPHA_BAR
+    assert sl.start_alpha_bar(d["num_inference_steps"])[1] < diffusion.MAX_START_ALPHA_BAR
 
 
 class PerfectConditional(torch.nn.Module):
