@@ -214,6 +214,8 @@ class ADARec(SASRec):
         tt = t.view(1, 1, -1).expand(B, L, -1).reshape(-1)
         eps_hat = self.denoiser(x_t.reshape(-1, D), tt).view(B, L, K1 - 1, D)
         x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()               # Eq. 5
+        if not (self.training and self.lambda_deno > 0):                     # L_deno is only needed to train
+            return torch.cat([x0, x0_hat], 2), None
         # L_deno on E^0 detached: the same noise, a copy of x_t whose input carries no gradient to the embeddings
         x_t_sg = ab.sqrt() * x0.detach() + (1 - ab).sqrt() * eps
         eps_sg = self.denoiser(x_t_sg.reshape(-1, D), tt).view(B, L, K1 - 1, D)
