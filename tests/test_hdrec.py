@@ -274,3 +274,26 @@ def test_eval_logits_reads_valid_and_test_positions(tok):
     assert torch.allclose(out["id"]["valid"][0, 1:], z[1:], atol=1e-5)
     s = hdrec.logit_scorer(out["id"])(torch.tensor([1]), "test")
     assert torch.equal(s, out["id"]["test"][[1]])
+
+
+def test_joint_updates_match_dla_head_steps_on_the_same_rows(tok, monkeypatch):
+    """w/o DLA with updates=2: two optimizer steps per batch (as DLA's two phases), each on half of the users;
+    with updates=1 one step on all of them; more updates than users is refused."""
+    model = tiny_model(tok)
+    text_b, id_b, align_b = batches(model)
+    B = len(text_b["input_ids"])
+    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    rows = []
+    real = hdrec.text_objective
+
+    def spy(m, tb, *a, **k):
+        rows.append(len(tb["input_ids"]))
+        return real(m, tb, *a, **k)
+    monkeypatch.setattr(hdrec, "text_objective", spy)
+    steps = lambda: opt.state[model.ipl.net[0].weight]["step"].item() if model.ipl.net[0].weight in opt.state else 0
+    hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=1)
+    assert steps() == 1 and rows == [B]
+    hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=2)
+    assert steps() == 3 and rows == [B, (B + 1) // 2, B // 2]
+    with pytest.raises(ValueError, match=f"batch of {B} users into {B + 1} updates"):
+        hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=B + 1)

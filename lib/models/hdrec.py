@@ -253,18 +253,39 @@ def dla_step(model, opt, text_b, id_b, lam: float, T: int = 2, align_b=None) -> 
     return _mean_logs(logs)
 
 
-def joint_step(model, opt, text_b, id_b, lam: float, align_b=None) -> dict:
+def _chunks(batch: dict | None, n: int, strict: bool = True) -> list:
+    """Split a batch (dict of tensors with the rows along dim 0) into n row chunks; None stays None. With too
+    few rows: an error when strict, else the whole batch goes with the first chunk."""
+    if batch is None:
+        return [None] * n
+    B = len(next(iter(batch.values())))
+    if n > B:
+        if not strict:
+            return [batch] + [None] * (n - 1)
+        raise ValueError(f"cannot split a batch of {B} users into {n} updates: use joint_updates <= batch_size")
+    parts = [torch.arange(B).tensor_split(n)[k] for k in range(n)]
+    return [{k: v[idx] for k, v in batch.items()} for idx in parts]
+
+
+def joint_step(model, opt, text_b, id_b, lam: float, align_b=None, updates: int = 1) -> dict:
     """HDRec w/o DLA: both adapters compute and train at once; one backward of L_Text + L_ID, so gradients of
-    both losses accumulate together in the shared IPL and [SEQ] embedding (Fig. 3a)."""
-    use(model, "id", trainable=("text", "id"))
-    with torch.no_grad():
-        z_id_now = model(id_b, "id")
-    use(model, "text", trainable=("text", "id"))
-    loss_t, z_text, lg_t = text_objective(model, text_b, z_id_now, lam, align_b)
-    use(model, "id", trainable=("text", "id"))
-    loss_i, _, lg_i = id_objective(model, id_b, z_text.detach(), lam)
-    _update(opt, loss_t + loss_i)
-    return _mean_logs([lg_t, lg_i])
+    both losses accumulate together in the shared IPL and [SEQ] embedding (Fig. 3a).
+
+    updates > 1 splits the batch into that many row chunks with one joint update each: with updates = T = 2 the
+    shared head (IPL, projector, [SEQ]/[ALIGN]) gets as many optimizer steps per batch as under DLA (one per
+    phase), from the same data, so the comparison with DLA is not also a comparison of head-update counts."""
+    logs = []
+    for tb, ib, ab in zip(_chunks(text_b, updates), _chunks(id_b, updates), _chunks(align_b, updates, strict=False)):
+        use(model, "id", trainable=("text", "id"))
+        with torch.no_grad():
+            z_id_now = model(ib, "id")
+        use(model, "text", trainable=("text", "id"))
+        loss_t, z_text, lg_t = text_objective(model, tb, z_id_now, lam, ab)
+        use(model, "id", trainable=("text", "id"))
+        loss_i, _, lg_i = id_objective(model, ib, z_text.detach(), lam)
+        _update(opt, loss_t + loss_i)
+        logs += [lg_t, lg_i]
+    return _mean_logs(logs)
 
 
 def single_step(model, opt, batch, adapter: str, align_b=None) -> dict:
@@ -293,7 +314,7 @@ def optimizer(model, lr_lora: float, lr_head: float, weight_decay: float = 0.0):
 
 
 def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, opt=None, lr_lora=1e-3,
-          lr_head=1e-3, progress: bool = True, desc: str | None = None) -> list[dict]:
+          lr_head=1e-3, progress: bool = True, desc: str | None = None, joint_updates: int = 1) -> list[dict]:
     """Run `steps` steps of `mode` ('dla', 'joint', 'text', 'id') over `batches(step)` -> (text_b, id_b, align_b).
     Returns one log dict per step (ce_text, kl_text, ce_id, kl_id, align as they apply). Cosine learning-rate
     decay as in the paper (Table 2)."""
@@ -308,7 +329,7 @@ def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, o
         if mode == "dla":
             lg = dla_step(model, opt, text_b, id_b, lam, T, align_b)
         elif mode == "joint":
-            lg = joint_step(model, opt, text_b, id_b, lam, align_b)
+            lg = joint_step(model, opt, text_b, id_b, lam, align_b, updates=joint_updates)
         elif mode == "text":
             lg = single_step(model, opt, text_b, "text", align_b)
         else:
