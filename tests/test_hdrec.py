@@ -1,5 +1,5 @@
-"""HDRec (lib/models/hdrec.py) on a tiny randomly initialised Llama: adapter isolation, KL direction and
-stop-gradient, the fusion formula against a hand computation, the shared IPL, prompt construction."""
+"""HDRec (lib/models/hdrec.py, hdrec_prompts.py, hdrec_train.py) on a tiny randomly initialised Llama: adapter
+isolation, KL direction and stop-gradient, the fusion formula against a hand computation, the shared IPL, prompt construction."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib import data, llm
-from lib.models import hdrec
+from lib.models import hdrec, hdrec_prompts, hdrec_train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +34,7 @@ def tiny_model(tok, seed=0):
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
     texts = [""] + [f" movie {i} (199{i % 10}), Drama" for i in range(1, N_ITEMS)]
-    prompts = hdrec.Prompts(tok, texts)
+    prompts = hdrec_prompts.Prompts(tok, texts)
     E_srs = torch.randn(N_ITEMS, 8)
     return hdrec.HDRec(pm, prompts, N_ITEMS, E_srs, ipl_dropout=0.0)
 
@@ -104,13 +104,14 @@ def test_embedding_uses_projector_for_id_tokens_only(tok):
 def test_text_phase_step_changes_text_adapter_only(tok):
     model = tiny_model(tok)
     text_b, id_b, align_b = batches(model)
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     with torch.no_grad():
-        z_id = model(id_b, "id")
+        model.set_phase("id")
+        z_id = model(id_b)
     before = snapshot(model)
-    hdrec.use(model, "text")
-    loss, _, _ = hdrec.text_objective(model, text_b, z_id, 0.5, align_b)
-    hdrec._update(opt, loss)
+    model.set_phase("text")
+    loss, _, _ = hdrec_train.text_objective(model, text_b, z_id, 0.5, align_b)
+    hdrec_train.update(opt, loss)
     assert groups(changed(before, model)) == {"lora_text", "ipl", "e_special"}
     text_lora = llm.adapter_parameters(model.llm, "text")
     assert all(n in {m.removeprefix("llm.") for m in changed(before, model)} for n in text_lora), \
@@ -120,13 +121,14 @@ def test_text_phase_step_changes_text_adapter_only(tok):
 def test_id_phase_step_changes_id_adapter_only(tok):
     model = tiny_model(tok)
     text_b, id_b, _ = batches(model)
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     with torch.no_grad():
-        z_text = model(text_b, "text")
+        model.set_phase("text")
+        z_text = model(text_b)
     before = snapshot(model)
-    hdrec.use(model, "id")
-    loss, _, _ = hdrec.id_objective(model, id_b, z_text, 0.5)
-    hdrec._update(opt, loss)
+    model.set_phase("id")
+    loss, _, _ = hdrec_train.id_objective(model, id_b, z_text, 0.5)
+    hdrec_train.update(opt, loss)
     assert groups(changed(before, model)) == {"lora_id", "ipl", "proj", "e_special"}
 
 
@@ -155,10 +157,10 @@ def test_kl_gradients_reach_only_the_intended_adapter(tok, phase):
     model = tiny_model(tok)
     text_b, id_b, _ = batches(model)
     # the other side computed WITH a graph: the KL must still not send gradient into it
-    hdrec.use(model, "text" if phase == "id" else "id", trainable=("text", "id"))
-    other = model(text_b if phase == "id" else id_b, "text" if phase == "id" else "id")
-    hdrec.use(model, phase, trainable=("text", "id"))
-    z = model(text_b if phase == "text" else id_b, phase)
+    model.set_phase("text" if phase == "id" else "id", trainable=("text", "id"))
+    other = model(text_b if phase == "id" else id_b)
+    model.set_phase(phase, trainable=("text", "id"))
+    z = model(text_b if phase == "text" else id_b)
     hdrec.kl(other, z, text_b["targets"]).backward()
     got = {n for n, p in model.llm.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert got and all(f".{phase}." in n for n in got), "KL gradient reaches only the adapter being optimised"
@@ -169,38 +171,38 @@ def test_kl_gradients_reach_only_the_intended_adapter(tok, phase):
 def test_dla_step_updates_both_adapters_never_base(tok):
     model = tiny_model(tok)
     text_b, id_b, align_b = batches(model)
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     before = snapshot(model)
-    logs = hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=2, align_b=align_b)
+    logs = hdrec_train.dla_step(model, opt, text_b, id_b, 0.5, T=2, align_b=align_b)
     assert set(logs) == {"ce_text", "kl_text", "ce_id", "kl_id", "align"}
     assert "base" not in groups(changed(before, model))
     assert {"lora_text", "lora_id", "ipl", "proj"} <= groups(changed(before, model))
     with pytest.raises(ValueError, match="T >= 2"):
-        hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=1)
+        hdrec_train.dla_step(model, opt, text_b, id_b, 0.5, T=1)
 
 
 def test_dla_alternation_order_and_count(tok, monkeypatch):
     """T = 3: updates go id, text, id, text (Algorithm 1: text when t > 1, id when t < T)."""
     model = tiny_model(tok)
     text_b, id_b, _ = batches(model)
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     order = []
-    real = hdrec._update
+    real = hdrec_train.update
 
     def spy(o, loss):
         order.append(model.llm.active_adapter)
         real(o, loss)
-    monkeypatch.setattr(hdrec, "_update", spy)
-    hdrec.dla_step(model, opt, text_b, id_b, 0.5, T=3)
+    monkeypatch.setattr(hdrec_train, "update", spy)
+    hdrec_train.dla_step(model, opt, text_b, id_b, 0.5, T=3)
     assert order == ["id", "text", "id", "text"]
 
 
 def test_joint_step_sends_both_gradients_in_one_backward(tok):
     model = tiny_model(tok)
     text_b, id_b, align_b = batches(model)
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     before = snapshot(model)
-    logs = hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b)
+    logs = hdrec_train.joint_step(model, opt, text_b, id_b, 0.5, align_b)
     assert {"ce_text", "ce_id", "kl_text", "kl_id"} <= set(logs)
     assert groups(changed(before, model)) == {"lora_text", "lora_id", "ipl", "proj", "e_special"}
 
@@ -211,8 +213,8 @@ def test_ipl_is_shared_by_both_paths(tok):
     assert sum(isinstance(m, hdrec.IPL) for m in model.modules()) == 1
     for adapter, b in (("text", text_b), ("id", id_b)):
         model.zero_grad(set_to_none=True)
-        hdrec.use(model, adapter)
-        hdrec.ce_loss(model(b, adapter), b["targets"]).backward()
+        model.set_phase(adapter)
+        hdrec.ce_loss(model(b), b["targets"]).backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.ipl.parameters()), adapter
     # one IPL object serves both paths: both adapters' logits are that module applied to their hidden states
     assert model.ipl is next(m for m in model.modules() if isinstance(m, hdrec.IPL))
@@ -251,28 +253,29 @@ def test_fusion_matches_hand_computation():
 def test_train_modes_and_errors(tok):
     model = tiny_model(tok)
     text_b, id_b, align_b = batches(model)
-    hist = hdrec.train(model, lambda s: (text_b, id_b, align_b), "dla", steps=2, progress=False)
+    hist = hdrec_train.train(model, lambda s: (text_b, id_b, align_b), "dla", steps=2, progress=False)
     assert [h["step"] for h in hist] == [1, 2] and all(math.isfinite(h["ce_text"]) for h in hist)
-    assert "kl_text" not in hdrec.train(model, lambda s: (text_b, id_b, None), "text", 1, progress=False)[0]
-    assert set(hdrec.train(model, lambda s: (text_b, id_b, None), "id", 1, progress=False)[0]) == {"step", "ce_id"}
+    assert "kl_text" not in hdrec_train.train(model, lambda s: (text_b, id_b, None), "text", 1, progress=False)[0]
+    assert set(hdrec_train.train(model, lambda s: (text_b, id_b, None), "id", 1, progress=False)[0]) == {"step", "ce_id"}
     with pytest.raises(ValueError, match="valid: dla, joint, text, id"):
-        hdrec.train(model, lambda s: (text_b, id_b, None), "late", 1)
+        hdrec_train.train(model, lambda s: (text_b, id_b, None), "late", 1)
 
 
 def test_eval_logits_reads_valid_and_test_positions(tok):
     model = tiny_model(tok)
     split = data.Split(train=[np.array([1, 2, 3, 4]), np.array([5, 6])], valid=np.array([7, 8]),
                        test=np.array([9, 10]), n_items=N_ITEMS)
-    sub = hdrec.subset_split(split, [1])
+    sub = hdrec_train.subset_split(split, [1])
     assert sub.n_users == 1 and sub.test.tolist() == [10] and sub.n_items == N_ITEMS
-    out = hdrec.eval_logits(model, split, L=2, progress=False)
+    out = hdrec_train.eval_logits(model, split, L=2, progress=False)
     assert out["text"]["valid"].shape == (2, N_ITEMS) and out["id"]["test"].shape == (2, N_ITEMS)
     # the validation scores of user 0 equal a forward over train[-L:] alone (causality)
     b = model.prompts.seq_id([np.array([3, 4])], [np.zeros(2, dtype=np.int64)])
     with torch.no_grad():
-        z = model(b, "id")[0, -1]
+        model.set_phase("id")
+        z = model(b)[0, -1]
     assert torch.allclose(out["id"]["valid"][0, 1:], z[1:], atol=1e-5)
-    s = hdrec.logit_scorer(out["id"])(torch.tensor([1]), "test")
+    s = hdrec_train.logit_scorer(out["id"])(torch.tensor([1]), "test")
     assert torch.equal(s, out["id"]["test"][[1]])
 
 
@@ -282,18 +285,40 @@ def test_joint_updates_match_dla_head_steps_on_the_same_rows(tok, monkeypatch):
     model = tiny_model(tok)
     text_b, id_b, align_b = batches(model)
     B = len(text_b["input_ids"])
-    opt = hdrec.optimizer(model, 1e-2, 1e-2)
+    opt = hdrec_train.optimizer(model, 1e-2, 1e-2)
     rows = []
-    real = hdrec.text_objective
+    real = hdrec_train.text_objective
 
     def spy(m, tb, *a, **k):
         rows.append(len(tb["input_ids"]))
         return real(m, tb, *a, **k)
-    monkeypatch.setattr(hdrec, "text_objective", spy)
+    monkeypatch.setattr(hdrec_train, "text_objective", spy)
     steps = lambda: opt.state[model.ipl.net[0].weight]["step"].item() if model.ipl.net[0].weight in opt.state else 0
-    hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=1)
+    hdrec_train.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=1)
     assert steps() == 1 and rows == [B]
-    hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=2)
+    hdrec_train.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=2)
     assert steps() == 3 and rows == [B, (B + 1) // 2, B // 2]
     with pytest.raises(ValueError, match=f"batch of {B} users into {B + 1} updates"):
-        hdrec.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=B + 1)
+        hdrec_train.joint_step(model, opt, text_b, id_b, 0.5, align_b, updates=B + 1)
+
+
+def test_model_contract_and_phase(tok):
+    """calculate_loss is the current phase's cross-entropy; full_sort_predict gives the scores after each user's
+    last item (one adapter, or fused) and restores the phase; an objective run in the wrong phase is refused."""
+    model = tiny_model(tok)
+    model.eval()
+    text_b, id_b, _ = batches(model)
+    model.set_phase("id")
+    with torch.no_grad():
+        z = model(id_b)
+        assert torch.allclose(model.calculate_loss(id_b), hdrec.ce_loss(z, id_b["targets"]))
+    p_id = model.full_sort_predict({"id": id_b})
+    assert torch.allclose(p_id, z[torch.arange(2), torch.tensor([2, 1])]), "row 1 has two items: its last read is 1"
+    fused = model.full_sort_predict({"text": text_b, "id": id_b, "alpha": 0.3})
+    p_text = model.full_sort_predict({"text": text_b})
+    assert torch.allclose(fused, hdrec.fuse(p_text, p_id, 0.3))
+    assert model.phase == ("id", ("id",)), "the phase is restored"
+    with pytest.raises(RuntimeError, match="set_phase\\('text'\\)"):
+        hdrec_train.text_objective(model, text_b, None, 0.0)
+    with pytest.raises(ValueError, match="valid: text, id"):
+        model.set_phase("both")

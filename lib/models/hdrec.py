@@ -11,109 +11,20 @@ LLM. Built step by step in notebook 06.
   joint training (w/o DLA), lambda = 0 (w/o KL), text only, ID only.
 * Inference fusion (Eq. 13-18), text-dominant, and the two alternatives of Fig. 5 (ID-dominant,
   confidence-weighted); `tau` is the released code's temperature inside the sigmoid (tau = 1 is the paper).
+
+This file holds the model, its losses and the fusion; prompts and batches live in `hdrec_prompts`, the training
+steps (DLA and its ablations) and the evaluation loop in `hdrec_train`.
 """
 from __future__ import annotations
 
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from lib import data, llm
+from lib import llm
 
-PROMPT_ALIGN = "Provide the item's hidden state. Item description:"
-PROMPT_SEQ = "Provide the next item's hidden state after each item. User's history:"
-MODES = ("dla", "joint", "text", "id")          # HDRec, w/o DLA, text only, ID only (w/o KL = dla, lam 0)
 FUSIONS = ("text", "id", "confidence")          # HDRec Eq. 13-18, Fig. 5 variants (2) and (3)
-
-
-def item_texts(ds: data.Dataset) -> list[str]:
-    """i_text per item slot: ' <title> (<year>), <genres>' (index 0, the padding item, is '')."""
-    titles, genres = data.item_titles(ds), data.item_genres(ds)
-    year_col = next((c for c in ("release_year", "year") if c in ds.item_features.columns), None)
-    out = [""]
-    for i in range(1, ds.n_items):
-        y = str(ds.item_features.at[i, year_col]).strip() if year_col else ""
-        y = f" ({int(float(y))})" if y.replace(".", "", 1).isdigit() else ""      # ML-100K has 'unkonwn' years
-        g = f", {', '.join(genres[i])}" if genres[i] else ""
-        out.append(f" {titles[i]}{y}{g}")
-    return out
-
-
-# --------------------------------------------------------------------------- prompts (section 3.2-3.3)
-class Prompts:
-    """Token-id builders for the three tasks. Every batch is right-padded (a causal decoder never lets a real
-    token see the padding after it, so no attention mask is needed) and holds:
-    input_ids (B, T), item_ids (B, T) (the item at each [ID] slot, else 0), read_pos (B, K) (positions of the
-    [SEQ] / [ALIGN] tokens whose hidden states are read), targets (B, K) (item to predict, 0 = none)."""
-
-    def __init__(self, tok, texts: list[str]):
-        self.tok = tok
-        ids = llm.add_special_tokens(tok)
-        self.SEQ, self.ALIGN, self.ID = ids["[SEQ]"], ids["[ALIGN]"], ids["[ID]"]
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.item_tokens = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]   # i_text, tokenised once
-        self.prompt_seq = tok(PROMPT_SEQ, add_special_tokens=False)["input_ids"]
-        self.prompt_align = tok(PROMPT_ALIGN, add_special_tokens=False)["input_ids"]
-
-    def _pack(self, rows):
-        """rows: list of (ids, item_ids, read_pos, targets) -> right-padded tensors."""
-        T = max(len(r[0]) for r in rows)
-        K = max(len(r[2]) for r in rows)
-        B = len(rows)
-        input_ids = torch.full((B, T), self.pad, dtype=torch.long)
-        item_ids = torch.zeros((B, T), dtype=torch.long)
-        read_pos = torch.zeros((B, K), dtype=torch.long)
-        targets = torch.zeros((B, K), dtype=torch.long)
-        for b, (ids, items, pos, tgt) in enumerate(rows):
-            input_ids[b, :len(ids)] = torch.tensor(ids)
-            item_ids[b, :len(items)] = torch.tensor(items)
-            read_pos[b, :len(pos)] = torch.tensor(pos)
-            targets[b, :len(tgt)] = torch.tensor(tgt)
-        return {"input_ids": input_ids, "item_ids": item_ids, "read_pos": read_pos, "targets": targets}
-
-    def align(self, items) -> dict:
-        """Task 1, Eq. 1: X_i = {Prompt_align, i_text, [ALIGN]}; the target at [ALIGN] is i itself."""
-        rows = []
-        for i in np.asarray(items).tolist():
-            ids = self.prompt_align + self.item_tokens[i] + [self.ALIGN]
-            rows.append((ids, [], [len(ids) - 1], [i]))
-        return self._pack(rows)
-
-    def _seq(self, windows, targets, by: str):
-        rows = []
-        for w, t in zip(windows, targets):
-            ids, items, pos, tgt = list(self.prompt_seq), [0] * len(self.prompt_seq), [], []
-            for i, nxt in zip(np.asarray(w).tolist(), np.asarray(t).tolist()):
-                if i == 0:                                   # padding item: not in the prompt at all
-                    continue
-                piece = self.item_tokens[i] if by == "text" else [self.ID]
-                ids += piece + [self.SEQ]
-                items += ([0] * len(piece) if by == "text" else [i]) + [0]
-                pos.append(len(ids) - 1)
-                tgt.append(nxt)
-            rows.append((ids, items, pos, tgt))
-        return self._pack(rows)
-
-    def seq_text(self, windows, targets) -> dict:
-        """Task 2, Eq. 3: {Prompt_seq, i_text^(1) [SEQ], ..., i_text^(n) [SEQ]}; the target at the k-th [SEQ]
-        is item k+1 (0 = none). windows, targets: (B, n) item ids (0 = padding, skipped)."""
-        return self._seq(windows, targets, "text")
-
-    def seq_id(self, windows, targets) -> dict:
-        """Task 3: the same sequence with one [ID] slot per item; its embedding is Proj(SRS_EMB(i)) (Eq. 7)."""
-        return self._seq(windows, targets, "id")
-
-    def show(self, batch: dict, row: int = 0) -> str:
-        """The prompt of one row as text, with [ID] slots written as <item>."""
-        ids, items = batch["input_ids"][row].tolist(), batch["item_ids"][row].tolist()
-        n = max(k for k, t in enumerate(ids) if t != self.pad) + 1 if any(t != self.pad for t in ids) else 0
-        parts = []
-        for t, i in zip(ids[:n], items[:n]):
-            parts.append(f" <{i}>" if t == self.ID else self.tok.decode([t]))
-        return "".join(parts)
+PHASES = ("text", "id")                         # the adapter that computes
 
 
 # --------------------------------------------------------------------------- the model
@@ -129,9 +40,14 @@ class IPL(nn.Module):
 
 class HDRec(nn.Module):
     """llm: a PeftModel with adapters 'text' and 'id' (lib.llm.dual_lora) over a frozen decoder.
-    E_srs: (n_items, d) pretrained SRS item embeddings (frozen). prompts: a `Prompts` for llm's tokenizer."""
+    E_srs: (n_items, d) pretrained SRS item embeddings (frozen). prompts: a `hdrec_prompts.Prompts` for llm's
+    tokenizer.
 
-    def __init__(self, llm_model, prompts: Prompts, n_items: int, E_srs: torch.Tensor, ipl_dropout: float = 0.1):
+    The phase (`set_phase`) says which adapter computes and which adapters' LoRA matrices train; forward runs in
+    the current phase. RecBole's contract holds for one phase: `calculate_loss` is that adapter's cross-entropy,
+    `full_sort_predict` the (fused) scores after a user's last item. DLA composes phases (`hdrec_train`)."""
+
+    def __init__(self, llm_model, prompts: "hdrec_prompts.Prompts", n_items: int, E_srs: torch.Tensor, ipl_dropout: float = 0.1):
         super().__init__()
         self.llm, self.prompts, self.n_items = llm_model, prompts, n_items
         self.embed_tokens = llm.decoder(llm_model).embed_tokens          # frozen word embeddings (Eq. 6)
@@ -144,7 +60,18 @@ class HDRec(nn.Module):
         d = E_srs.shape[1]
         self.proj = nn.Sequential(nn.Linear(d, H // 2), nn.SiLU(), nn.Linear(H // 2, H))   # Proj of Eq. 7
         self.ipl = IPL(H, n_items, ipl_dropout)
-        self._trainable = None                    # adapters that train while another one computes (joint)
+        self.phase = None
+        self.set_phase("text")
+
+    def set_phase(self, adapter: str, trainable=None) -> None:
+        """`adapter` computes from now on; the LoRA matrices of `trainable` (default: that adapter; a tuple for
+        joint training) get gradients, every other LoRA matrix and the base model none."""
+        if adapter not in PHASES:
+            raise ValueError(f"unknown adapter {adapter!r}; valid: {', '.join(PHASES)}")
+        trainable = (adapter,) if trainable is None else tuple([trainable] if isinstance(trainable, str) else trainable)
+        if self.phase != (adapter, trainable):
+            llm.use_adapter(self.llm, adapter, trainable)
+            self.phase = (adapter, trainable)
 
     def embed(self, input_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, H) input embeddings: words (Eq. 6), [SEQ]/[ALIGN], ID tokens (Eq. 7)."""
@@ -157,9 +84,8 @@ class HDRec(nn.Module):
             e = e.masked_scatter(is_id.unsqueeze(-1), e_id)
         return e
 
-    def forward(self, batch: dict, adapter: str) -> torch.Tensor:
-        """(B, K, n_items) IPL logits at every read position, computed through adapter `adapter` (Eq. 2, 8)."""
-        llm.use_adapter(self.llm, adapter, self._trainable)   # which LoRA computes; `use` chose which train
+    def forward(self, batch: dict) -> torch.Tensor:
+        """(B, K, n_items) IPL logits at every read position, through the adapter of the current phase (Eq. 2, 8)."""
         dev = self.e_special.device
         batch = {k: v.to(dev) for k, v in batch.items()}
         e = self.embed(batch["input_ids"], batch["item_ids"])                         # (B, T, H)
@@ -167,11 +93,28 @@ class HDRec(nn.Module):
         idx = batch["read_pos"].unsqueeze(-1).expand(-1, -1, self.H)                  # (B, K, H)
         return self.ipl(h.gather(1, idx))                                             # (B, K, n_items)
 
+    def calculate_loss(self, batch: dict) -> torch.Tensor:
+        """The current phase's cross-entropy at every read position with a target (Eq. 2 / 4 / 5)."""
+        return ce_loss(self(batch), batch["targets"])
 
-def use(model: HDRec, adapter: str, trainable=None) -> None:
-    """Phase switch: `adapter` computes; the LoRA of `trainable` (default: that adapter) gets gradients."""
-    model._trainable = trainable
-    llm.use_adapter(model.llm, adapter, trainable)
+    @torch.no_grad()
+    def full_sort_predict(self, batch: dict) -> torch.Tensor:
+        """(B, n_items) scores after each user's last item. batch: {"text": prompts, "id": prompts} (either or
+        both, the same users), optional "alpha" and "how" (fusion, default text-dominant with alpha 0.5) when both
+        are given. The phase is restored afterwards."""
+        before, z = self.phase, {}
+        for a in PHASES:
+            if a in batch:
+                self.set_phase(a)
+                out = self(batch[a])                                                  # (B, K, n_items)
+                last = (batch[a]["read_pos"] > 0).sum(1) - 1                          # last real read position
+                z[a] = out[torch.arange(len(out)), last.to(out.device)]
+        self.set_phase(*before)
+        if not z:
+            raise ValueError("full_sort_predict needs a 'text' and/or an 'id' prompt batch")
+        if len(z) == 1:
+            return next(iter(z.values()))
+        return fuse(z["text"], z["id"], batch.get("alpha", 0.5), batch.get("how", "text"))
 
 
 # --------------------------------------------------------------------------- losses
@@ -190,154 +133,6 @@ def kl(z_p: torch.Tensor, z_q: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     log_p = F.log_softmax(z_p.detach()[keep], -1)                                     # (N, n_items)
     log_q = F.log_softmax(z_q[keep], -1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
-
-
-def text_objective(model, text_b, z_id_tilde, lam, align_b=None):
-    """Eq. 10: L_Text = L_seq-text + lam * D_KL(z_id || z_text) (+ L_align of Eq. 2 when align_b is given).
-    Returns (loss, z_text, logs)."""
-    z_text = model(text_b, "text")
-    logs = {"ce_text": ce_loss(z_text, text_b["targets"])}
-    loss = logs["ce_text"]
-    if z_id_tilde is not None:
-        logs["kl_text"] = kl(z_id_tilde, z_text, text_b["targets"])                   # Eq. 9
-        loss = loss + lam * logs["kl_text"]
-    if align_b is not None:
-        logs["align"] = ce_loss(model(align_b, "text"), align_b["targets"])           # Eq. 2
-        loss = loss + logs["align"]
-    return loss, z_text, logs
-
-
-def id_objective(model, id_b, z_text_tilde, lam):
-    """Eq. 12: L_ID = L_seq-id + lam * D_KL(z_text || z_id). Returns (loss, z_id, logs)."""
-    z_id = model(id_b, "id")
-    logs = {"ce_id": ce_loss(z_id, id_b["targets"])}
-    loss = logs["ce_id"]
-    if z_text_tilde is not None:
-        logs["kl_id"] = kl(z_text_tilde, z_id, id_b["targets"])                       # Eq. 11
-        loss = loss + lam * logs["kl_id"]
-    return loss, z_id, logs
-
-
-def _update(opt, loss):
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()}: training diverged; lower the learning rate")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-# --------------------------------------------------------------------------- training steps
-def dla_step(model, opt, text_b, id_b, lam: float, T: int = 2, align_b=None) -> dict:
-    """Algorithm 1 on one batch: T alternation steps; the text adapter updates when t > 1, the ID adapter
-    when t < T, each toward the other's detached distribution. The ID forward at t = T would feed nothing
-    (its detached copy is never read again), so it is skipped."""
-    if T < 2:
-        raise ValueError(f"DLA needs T >= 2 alternation steps (with T = 1 nothing updates), got {T}")
-    logs, z_id_tilde = [], None
-    for t in range(1, T + 1):
-        use(model, "text")                                              # fix psi_id, activate phi_text
-        if t > 1:
-            loss, z_text, lg = text_objective(model, text_b, z_id_tilde, lam, align_b)
-            _update(opt, loss)                                          # update phi with grad of L_Text
-            logs.append(lg)
-        else:
-            with torch.no_grad():
-                z_text = model(text_b, "text")
-        z_text_tilde = z_text.detach()                                  # gradient isolation (line 13)
-        if t < T:
-            use(model, "id")                                            # fix phi_text, activate psi_id
-            loss, z_id, lg = id_objective(model, id_b, z_text_tilde, lam)
-            _update(opt, loss)                                          # update psi with grad of L_ID
-            logs.append(lg)
-            z_id_tilde = z_id.detach()                                  # gradient isolation (line 21)
-    return _mean_logs(logs)
-
-
-def _chunks(batch: dict | None, n: int, strict: bool = True) -> list:
-    """Split a batch (dict of tensors with the rows along dim 0) into n row chunks; None stays None. With too
-    few rows: an error when strict, else the whole batch goes with the first chunk."""
-    if batch is None:
-        return [None] * n
-    B = len(next(iter(batch.values())))
-    if n > B:
-        if not strict:
-            return [batch] + [None] * (n - 1)
-        raise ValueError(f"cannot split a batch of {B} users into {n} updates: use joint_updates <= batch_size")
-    parts = [torch.arange(B).tensor_split(n)[k] for k in range(n)]
-    return [{k: v[idx] for k, v in batch.items()} for idx in parts]
-
-
-def joint_step(model, opt, text_b, id_b, lam: float, align_b=None, updates: int = 1) -> dict:
-    """HDRec w/o DLA: both adapters compute and train at once; one backward of L_Text + L_ID, so gradients of
-    both losses accumulate together in the shared IPL and [SEQ] embedding (Fig. 3a).
-
-    updates > 1 splits the batch into that many row chunks with one joint update each: with updates = T = 2 the
-    shared head (IPL, projector, [SEQ]/[ALIGN]) gets as many optimizer steps per batch as under DLA (one per
-    phase), from the same data, so the comparison with DLA is not also a comparison of head-update counts."""
-    logs = []
-    for tb, ib, ab in zip(_chunks(text_b, updates), _chunks(id_b, updates), _chunks(align_b, updates, strict=False)):
-        use(model, "id", trainable=("text", "id"))
-        with torch.no_grad():
-            z_id_now = model(ib, "id")
-        use(model, "text", trainable=("text", "id"))
-        loss_t, z_text, lg_t = text_objective(model, tb, z_id_now, lam, ab)
-        use(model, "id", trainable=("text", "id"))
-        loss_i, _, lg_i = id_objective(model, ib, z_text.detach(), lam)
-        _update(opt, loss_t + loss_i)
-        logs += [lg_t, lg_i]
-    return _mean_logs(logs)
-
-
-def single_step(model, opt, batch, adapter: str, align_b=None) -> dict:
-    """Only one semantics (HDRec_base with text; or ID only): cross-entropy through one adapter, no KL."""
-    use(model, adapter)
-    if adapter == "text":
-        loss, _, lg = text_objective(model, batch, None, 0.0, align_b)
-    else:
-        loss, _, lg = id_objective(model, batch, None, 0.0)
-    _update(opt, loss)
-    return _mean_logs([lg])
-
-
-def _mean_logs(logs: list[dict]) -> dict:
-    keys = {k for lg in logs for k in lg}
-    return {k: float(np.mean([lg[k].item() for lg in logs if k in lg])) for k in sorted(keys)}
-
-
-def optimizer(model, lr_lora: float, lr_head: float, weight_decay: float = 0.0):
-    """AdamW over both adapters (lr_lora) and the new parts: IPL, projector, [SEQ]/[ALIGN] (lr_head).
-    Parameters without a gradient in a phase are skipped by AdamW (zero_grad(set_to_none=True))."""
-    lora = [p for n, p in model.llm.named_parameters() if "lora_" in n]
-    head = list(model.ipl.parameters()) + list(model.proj.parameters()) + [model.e_special]
-    return torch.optim.AdamW([{"params": lora, "lr": lr_lora}, {"params": head, "lr": lr_head}],
-                             weight_decay=weight_decay)
-
-
-def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, opt=None, lr_lora=1e-3,
-          lr_head=1e-3, progress: bool = True, desc: str | None = None, joint_updates: int = 1) -> list[dict]:
-    """Run `steps` steps of `mode` ('dla', 'joint', 'text', 'id') over `batches(step)` -> (text_b, id_b, align_b).
-    Returns one log dict per step (ce_text, kl_text, ce_id, kl_id, align as they apply). Cosine learning-rate
-    decay as in the paper (Table 2)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    opt = opt or optimizer(model, lr_lora, lr_head)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    model.train()
-    history = []
-    for step in tqdm(range(steps), desc=desc or mode, disable=not progress, leave=False):
-        text_b, id_b, align_b = batches(step)
-        if mode == "dla":
-            lg = dla_step(model, opt, text_b, id_b, lam, T, align_b)
-        elif mode == "joint":
-            lg = joint_step(model, opt, text_b, id_b, lam, align_b, updates=joint_updates)
-        elif mode == "text":
-            lg = single_step(model, opt, text_b, "text", align_b)
-        else:
-            lg = single_step(model, opt, id_b, "id")
-        sched.step()
-        history.append({"step": step + 1, **lg})
-    model.eval()
-    return history
 
 
 # --------------------------------------------------------------------------- inference fusion (section 3.5)
@@ -364,70 +159,3 @@ def fuse(z_text: torch.Tensor, z_id: torch.Tensor, alpha: float, how: str = "tex
     if how == "confidence":
         return calibrate(z_text, tau, eps) + alpha * calibrate(z_id, tau, eps)
     raise ValueError(f"unknown fusion {how!r}; valid: {', '.join(FUSIONS)}")
-
-
-# --------------------------------------------------------------------------- evaluation helpers
-def subset_split(split: data.Split, users) -> data.Split:
-    """The same leave-one-out split restricted to `users` (same n_items), so lib.metrics runs unchanged."""
-    users = np.asarray(users)
-    return data.Split(train=[split.train[u] for u in users], valid=split.valid[users], test=split.test[users],
-                      n_items=split.n_items)
-
-
-@torch.no_grad()
-def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_size: int = 8,
-                progress: bool = True) -> dict:
-    """{adapter: {"valid": (U, n_items), "test": (U, n_items)}} IPL logits (padding item set to the row
-    minimum, it is masked anyway). One forward per user over the last L+1 items of train + valid: the
-    [SEQ] after the last train item predicts the validation item (it sees L items), the [SEQ] after the
-    validation item predicts the test item (causality keeps the two apart)."""
-    hist = sub.history("test")
-    model.eval()
-    out = {}
-    for a in adapters:
-        zv, zt = [], []
-        for s in tqdm(range(0, sub.n_users, batch_size), desc=f"eval {a}", disable=not progress, leave=False):
-            w = [h[-(L + 1):] for h in hist[s:s + batch_size]]
-            tg = [np.zeros(len(x), dtype=np.int64) for x in w]
-            b = model.prompts.seq_text(w, tg) if a == "text" else model.prompts.seq_id(w, tg)
-            z = model(b, a)                                                      # (B, K, n_items)
-            n = torch.tensor([len(x) for x in w], device=z.device)
-            rows = torch.arange(len(w), device=z.device)
-            zv.append(z[rows, n - 2])
-            zt.append(z[rows, n - 1])
-        out[a] = {"valid": torch.cat(zv).cpu(), "test": torch.cat(zt).cpu()}
-        for st in out[a].values():
-            st[:, 0] = st[:, 1:].min(-1).values
-    return out
-
-
-def logit_scorer(scores: dict):
-    """score_fn for lib.metrics from precomputed {"valid": (U, n_items), "test": (U, n_items)} scores."""
-    def score_fn(users, stage):
-        return scores[stage][users]
-    return score_fn
-
-
-def training_batches(split: data.Split, prompts: Prompts, users, L: int, batch_size: int, n_align: int,
-                     seed: int):
-    """batches(step) -> (text_b, id_b, align_b): `batch_size` users drawn without replacement per pass over
-    `users` (seeded); each gives its last L+1 training items (inputs = first L, targets = next L). Both
-    prompts see the same windows; align_b holds n_align of the batch's target items (Task 1), or None."""
-    users = np.asarray(users)
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-
-    def batches(step):
-        nonlocal order
-        if len(order) < batch_size:
-            order = order + rng.permutation(users).tolist()
-        pick, order = order[:batch_size], order[batch_size:]
-        seqs = [split.train[u][-(L + 1):] for u in pick]
-        w, t = [s[:-1] for s in seqs], [s[1:] for s in seqs]
-        text_b, id_b = prompts.seq_text(w, t), prompts.seq_id(w, t)
-        align_b = None
-        if n_align:
-            pool = np.unique(np.concatenate(t))
-            align_b = prompts.align(rng.choice(pool, size=min(n_align, len(pool)), replace=False))
-        return text_b, id_b, align_b
-    return batches

@@ -1,0 +1,217 @@
+"""HDRec's training and evaluation loops (notebook 06): the two objectives (Eq. 10, 12), Algorithm 1 (DLA) and its
+ablations as optimizer steps over `lib.models.hdrec.HDRec`, and the logits of evaluation users.
+
+Why these are not `calculate_loss`: one DLA step makes T - 1 updates of each adapter, each toward the other's
+detached distribution computed in between, so it is a sequence of (phase, loss, update) and not one scalar. The
+model offers the contract for one phase (`HDRec.calculate_loss`); the steps here compose phases.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lib import data
+from lib.models.hdrec import ce_loss, kl
+
+MODES = ("dla", "joint", "text", "id")          # HDRec, w/o DLA, text only, ID only (w/o KL = dla, lam 0)
+
+
+def text_objective(model, text_b, z_id_tilde, lam, align_b=None):
+    """Eq. 10: L_Text = L_seq-text + lam * D_KL(z_id || z_text) (+ L_align of Eq. 2 when align_b is given).
+    Returns (loss, z_text, logs)."""
+    _expect(model, "text")
+    z_text = model(text_b)
+    logs = {"ce_text": ce_loss(z_text, text_b["targets"])}
+    loss = logs["ce_text"]
+    if z_id_tilde is not None:
+        logs["kl_text"] = kl(z_id_tilde, z_text, text_b["targets"])                   # Eq. 9
+        loss = loss + lam * logs["kl_text"]
+    if align_b is not None:
+        logs["align"] = ce_loss(model(align_b), align_b["targets"])                    # Eq. 2
+        loss = loss + logs["align"]
+    return loss, z_text, logs
+
+
+def id_objective(model, id_b, z_text_tilde, lam):
+    """Eq. 12: L_ID = L_seq-id + lam * D_KL(z_text || z_id). Returns (loss, z_id, logs)."""
+    _expect(model, "id")
+    z_id = model(id_b)
+    logs = {"ce_id": ce_loss(z_id, id_b["targets"])}
+    loss = logs["ce_id"]
+    if z_text_tilde is not None:
+        logs["kl_id"] = kl(z_text_tilde, z_id, id_b["targets"])                       # Eq. 11
+        loss = loss + lam * logs["kl_id"]
+    return loss, z_id, logs
+
+
+def _expect(model, adapter: str) -> None:
+    if model.phase[0] != adapter:
+        raise RuntimeError(f"this objective computes through the {adapter!r} adapter but the phase is "
+                           f"{model.phase}: call model.set_phase({adapter!r}) first")
+
+
+def update(opt, loss):
+    """One optimizer update from `loss` (refused when the loss is not finite)."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()}: training diverged; lower the learning rate")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+# --------------------------------------------------------------------------- training steps
+def dla_step(model, opt, text_b, id_b, lam: float, T: int = 2, align_b=None) -> dict:
+    """Algorithm 1 on one batch: T alternation steps; the text adapter updates when t > 1, the ID adapter
+    when t < T, each toward the other's detached distribution. The ID forward at t = T would feed nothing
+    (its detached copy is never read again), so it is skipped."""
+    if T < 2:
+        raise ValueError(f"DLA needs T >= 2 alternation steps (with T = 1 nothing updates), got {T}")
+    logs, z_id_tilde = [], None
+    for t in range(1, T + 1):
+        model.set_phase("text")                                         # fix psi_id, activate phi_text
+        if t > 1:
+            loss, z_text, lg = text_objective(model, text_b, z_id_tilde, lam, align_b)
+            update(opt, loss)                                           # update phi with grad of L_Text
+            logs.append(lg)
+        else:
+            with torch.no_grad():
+                z_text = model(text_b)
+        z_text_tilde = z_text.detach()                                  # gradient isolation (line 13)
+        if t < T:
+            model.set_phase("id")                                       # fix phi_text, activate psi_id
+            loss, z_id, lg = id_objective(model, id_b, z_text_tilde, lam)
+            update(opt, loss)                                           # update psi with grad of L_ID
+            logs.append(lg)
+            z_id_tilde = z_id.detach()                                  # gradient isolation (line 21)
+    return _mean_logs(logs)
+
+
+def _chunks(batch: dict | None, n: int, strict: bool = True) -> list:
+    """Split a batch (dict of tensors with the rows along dim 0) into n row chunks; None stays None. With too
+    few rows: an error when strict, else the whole batch goes with the first chunk."""
+    if batch is None:
+        return [None] * n
+    B = len(next(iter(batch.values())))
+    if n > B:
+        if not strict:
+            return [batch] + [None] * (n - 1)
+        raise ValueError(f"cannot split a batch of {B} users into {n} updates: use joint_updates <= batch_size")
+    parts = [torch.arange(B).tensor_split(n)[k] for k in range(n)]
+    return [{k: v[idx] for k, v in batch.items()} for idx in parts]
+
+
+def joint_step(model, opt, text_b, id_b, lam: float, align_b=None, updates: int = 1) -> dict:
+    """HDRec w/o DLA: both adapters compute and train at once; one backward of L_Text + L_ID, so gradients of
+    both losses accumulate together in the shared IPL and [SEQ] embedding (Fig. 3a).
+
+    updates > 1 splits the batch into that many row chunks with one joint update each: with updates = T = 2 the
+    shared head (IPL, projector, [SEQ]/[ALIGN]) gets as many optimizer steps per batch as under DLA (one per
+    phase), from the same data, so the comparison with DLA is not also a comparison of head-update counts."""
+    logs = []
+    for tb, ib, ab in zip(_chunks(text_b, updates), _chunks(id_b, updates), _chunks(align_b, updates, strict=False)):
+        model.set_phase("id", trainable=("text", "id"))
+        with torch.no_grad():
+            z_id_now = model(ib)
+        model.set_phase("text", trainable=("text", "id"))
+        loss_t, z_text, lg_t = text_objective(model, tb, z_id_now, lam, ab)
+        model.set_phase("id", trainable=("text", "id"))
+        loss_i, _, lg_i = id_objective(model, ib, z_text.detach(), lam)
+        update(opt, loss_t + loss_i)
+        logs += [lg_t, lg_i]
+    return _mean_logs(logs)
+
+
+def single_step(model, opt, batch, adapter: str, align_b=None) -> dict:
+    """Only one semantics (HDRec_base with text; or ID only): cross-entropy through one adapter, no KL."""
+    model.set_phase(adapter)
+    if adapter == "text":
+        loss, _, lg = text_objective(model, batch, None, 0.0, align_b)
+    else:
+        loss, _, lg = id_objective(model, batch, None, 0.0)
+    update(opt, loss)
+    return _mean_logs([lg])
+
+
+def _mean_logs(logs: list[dict]) -> dict:
+    keys = {k for lg in logs for k in lg}
+    return {k: float(np.mean([lg[k].item() for lg in logs if k in lg])) for k in sorted(keys)}
+
+
+def optimizer(model, lr_lora: float, lr_head: float, weight_decay: float = 0.0):
+    """AdamW over both adapters (lr_lora) and the new parts: IPL, projector, [SEQ]/[ALIGN] (lr_head).
+    Parameters without a gradient in a phase are skipped by AdamW (zero_grad(set_to_none=True))."""
+    lora = [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    head = list(model.ipl.parameters()) + list(model.proj.parameters()) + [model.e_special]
+    return torch.optim.AdamW([{"params": lora, "lr": lr_lora}, {"params": head, "lr": lr_head}],
+                             weight_decay=weight_decay)
+
+
+def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, opt=None, lr_lora=1e-3,
+          lr_head=1e-3, progress: bool = True, desc: str | None = None, joint_updates: int = 1) -> list[dict]:
+    """Run `steps` steps of `mode` ('dla', 'joint', 'text', 'id') over `batches(step)` -> (text_b, id_b, align_b).
+    Returns one log dict per step (ce_text, kl_text, ce_id, kl_id, align as they apply). Cosine learning-rate
+    decay as in the paper (Table 2)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    opt = opt or optimizer(model, lr_lora, lr_head)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    model.train()
+    history = []
+    for step in tqdm(range(steps), desc=desc or mode, disable=not progress, leave=False):
+        text_b, id_b, align_b = batches(step)
+        if mode == "dla":
+            lg = dla_step(model, opt, text_b, id_b, lam, T, align_b)
+        elif mode == "joint":
+            lg = joint_step(model, opt, text_b, id_b, lam, align_b, updates=joint_updates)
+        elif mode == "text":
+            lg = single_step(model, opt, text_b, "text", align_b)
+        else:
+            lg = single_step(model, opt, id_b, "id")
+        sched.step()
+        history.append({"step": step + 1, **lg})
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- evaluation helpers
+def subset_split(split: data.Split, users) -> data.Split:
+    """The same leave-one-out split restricted to `users` (same n_items), so lib.metrics runs unchanged."""
+    users = np.asarray(users)
+    return data.Split(train=[split.train[u] for u in users], valid=split.valid[users], test=split.test[users],
+                      n_items=split.n_items)
+
+
+@torch.no_grad()
+def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_size: int = 8,
+                progress: bool = True) -> dict:
+    """{adapter: {"valid": (U, n_items), "test": (U, n_items)}} IPL logits (padding item set to the row
+    minimum, it is masked anyway). One forward per user over the last L+1 items of train + valid: the
+    [SEQ] after the last train item predicts the validation item (it sees L items), the [SEQ] after the
+    validation item predicts the test item (causality keeps the two apart)."""
+    hist = sub.history("test")
+    model.eval()
+    out = {}
+    for a in adapters:
+        model.set_phase(a)
+        zv, zt = [], []
+        for s in tqdm(range(0, sub.n_users, batch_size), desc=f"eval {a}", disable=not progress, leave=False):
+            w = [h[-(L + 1):] for h in hist[s:s + batch_size]]
+            tg = [np.zeros(len(x), dtype=np.int64) for x in w]
+            b = model.prompts.seq_text(w, tg) if a == "text" else model.prompts.seq_id(w, tg)
+            z = model(b)                                                         # (B, K, n_items)
+            n = torch.tensor([len(x) for x in w], device=z.device)
+            rows = torch.arange(len(w), device=z.device)
+            zv.append(z[rows, n - 2])
+            zt.append(z[rows, n - 1])
+        out[a] = {"valid": torch.cat(zv).cpu(), "test": torch.cat(zt).cpu()}
+        for st in out[a].values():
+            st[:, 0] = st[:, 1:].min(-1).values
+    return out
+
+
+def logit_scorer(scores: dict):
+    """score_fn for lib.metrics from precomputed {"valid": (U, n_items), "test": (U, n_items)} scores."""
+    def score_fn(users, stage):
+        return scores[stage][users]
+    return score_fn
