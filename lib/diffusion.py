@@ -316,6 +316,62 @@ def diffusion_loss(model, scheduler: Scheduler, x0: torch.Tensor, cond: torch.Te
     return F.mse_loss(out, target)
 
 
+def bpr_diffusion_loss(model, scheduler: Scheduler, x0_pos: torch.Tensor, x0_neg: torch.Tensor,
+                       cond: torch.Tensor | None = None, p_uncond: float = 0.0,
+                       generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                       eps: torch.Tensor | None = None, reduce: str = "row") -> dict:
+    """DeftRec's contrastive denoising (Eq. 10-13): the positive and its negatives are noised with the SAME t and
+    the SAME eps, and the denoiser must fit the positive better than each negative under the user's condition.
+
+    x0_pos: (B, D) positive targets q+ (Eq. 8); x0_neg: (B, M, D) M negatives per row (or (B, D) for one: Eq. 13's
+    mean negative q- = mean_j q_j-, the caller averages). With err(x) = ||f_theta(x_t, t, c) - target||^2, the
+    squared norm as in Eq. 12-13 (target eps, or x0 for 'sample'):
+      "diff" = mean_b err(q+_b) / D                    (Eq. 10, divided by D as diffusion_loss does)
+      "neg"  = mean_b mean_m -log sigma(err(q-_bm) - err(q+_b))          (reduce='row': Eq. 13, or Eq. 12 with M > 1)
+               -log sigma(mean_bm err(q-) - mean_b err(q+))              (reduce='batch': the released code)
+      "err_pos" (B,), "err_neg" (B, M): the squared norms, detached, for plots.
+    t (B,) and eps (B, D) may be given (tests); otherwise drawn from `generator`. A dropped condition (CFG,
+    p_uncond) is dropped for the positive and its negatives alike."""
+    if reduce not in ("row", "batch"):
+        raise ValueError(f"reduce must be 'row' (the paper) or 'batch' (the released code), got {reduce!r}")
+    if not 0 <= p_uncond <= 1:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+    if x0_neg.dim() == 2:
+        x0_neg = x0_neg[:, None]
+    B, M, D = x0_neg.shape
+    if x0_pos.shape != (B, D):
+        raise ValueError(f"x0_pos must be (B, D) = ({B}, {D}) to match x0_neg {tuple(x0_neg.shape)}, "
+                         f"got {tuple(x0_pos.shape)}")
+    dev = x0_pos.device
+    gdev = generator.device if generator is not None else dev
+    if t is None:
+        t = torch.randint(0, scheduler.num_train_timesteps, (B,), generator=generator, device=gdev).to(dev)
+    if eps is None:
+        eps = randn(x0_pos.shape, generator, dev, x0_pos.dtype)                                   # (B, D)
+    drop = None
+    if cond is not None and p_uncond > 0:
+        drop = (torch.rand(B, generator=generator, device=gdev) < p_uncond).to(dev)                # (B,)
+    x_all = torch.cat([x0_pos[:, None], x0_neg], 1)                                               # (B, 1+M, D)
+    eps_all = eps[:, None].expand(B, 1 + M, D)                                                     # shared eps
+    t_all = t[:, None].expand(B, 1 + M).reshape(-1)                                                # shared t
+    x_t = scheduler.add_noise(x_all.reshape(-1, D), eps_all.reshape(-1, D), t_all)                 # Eq. 8
+    kwargs = {}
+    c_all = None
+    if cond is not None:
+        c_all = cond[:, None].expand(B, 1 + M, cond.shape[-1]).reshape(B * (1 + M), -1)
+        if drop is not None:
+            kwargs["drop_cond"] = drop[:, None].expand(B, 1 + M).reshape(-1)
+    out = model(x_t, t_all, c_all, **kwargs).reshape(B, 1 + M, D)
+    target = eps_all if scheduler.prediction_type == "epsilon" else x_all
+    err = (out - target).pow(2).sum(-1)                                                            # (B, 1+M)
+    err_pos, err_neg = err[:, 0], err[:, 1:]
+    if reduce == "row":
+        neg = -F.logsigmoid(err_neg - err_pos[:, None]).mean()                                      # Eq. 13
+    else:
+        neg = -F.logsigmoid(err_neg.mean() - err_pos.mean())
+    return {"diff": err_pos.mean() / D, "neg": neg, "err_pos": err_pos.detach(), "err_neg": err_neg.detach()}
+
+
 # --------------------------------------------------------------------------- sampling
 @dataclass
 class Trajectory:

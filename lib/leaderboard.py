@@ -12,7 +12,7 @@ from lib import metrics, utils
 
 N_USERS_ML100K = 943
 EXPECTED = ("01_sasrec_baseline", "02_dual_view_fusion", "03_diffusion_trajectories", "04_intent_clusters",
-            "05_adarec_adaptive_depth", "06_hdrec_dual_lora")
+            "05_adarec_adaptive_depth", "06_hdrec_dual_lora", "07_deftrec_contrastive_diffusion")
 
 # quoted, not computed: RecBole 1.2.1 on ML-100K under this suite's protocol (leave-one-out, full ranking,
 # history masked), measured outside the suite; see notebook 01
@@ -31,6 +31,10 @@ PAPER = {
     ("05_adarec_adaptive_depth", "full ADARec beats w/o HDA"): "Beauty NDCG@20 0.0568 vs 0.0528 (Table 4)",
     ("06_hdrec_dual_lora", "HDRec beats SASRec"): "HDRec far above SASRec on Amazon sets (Table 3)",
     ("06_hdrec_dual_lora", "HDRec beats w/o DLA"): "w/o DLA is the worst ablation (Fig. 4)",
+    ("07_deftrec_contrastive_diffusion", "DeftRec beats LightGCN (Table 2), NDCG@10"): "NDCG@10 0.0633 -> 0.0863 (Software, Table 2)",
+    ("07_deftrec_contrastive_diffusion", "BPR term helps"): "w/o BPR HR@10 0.1475 vs 0.1584 (Software, Table 5)",
+    ("07_deftrec_contrastive_diffusion", "diffusion helps"): "w/o Diffusion HR@10 0.1443 vs 0.1584 (Software, Table 5)",
+    ("07_deftrec_contrastive_diffusion", "CF targets help"): "w/o CF HR@10 0.1217 vs 0.1584 (Software, Table 5)",
 }
 
 
@@ -80,6 +84,11 @@ def method_rows(found: dict) -> list[dict]:
         for name, ranks in r.get("test_ranks", {}).items():
             run = {"overall": r["test"][name], "ranks": _full_ranks(ranks, users)}
             add("06_hdrec_dual_lora", name, [run], f"{len(users)} evaluation users only, {r['params']['steps']} steps, 1 seed")
+    if (r := found.get("07_deftrec_contrastive_diffusion")):
+        for name, v in r["models"].items():
+            if name not in ("SASRec (notebook 01)", "Pop"):          # 01's rows, already listed
+                add("07_deftrec_contrastive_diffusion", name, v["runs"],
+                    f"{len(v['runs'])} seed(s), LLM cut to {r['params']['llm_layers']} blocks")
     return rows
 
 

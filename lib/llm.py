@@ -174,3 +174,18 @@ def decoder(peft_model):
     """The transformer stack (embeddings in, last hidden states out) without the LM head: HDRec reads hidden
     states, never next-token logits over the 49k-word vocabulary. LoRA layers live inside it."""
     return peft_model.get_base_model().model
+
+
+def truncate(model, n_layers: int | None):
+    """Keep the first n_layers decoder blocks of a causal LM, in place (None, or more than it has: all of them).
+    The final norm and the LM head stay, so the shortened model still reads and writes tokens (notebook 07)."""
+    layers = model.model.layers
+    if n_layers is None or n_layers >= len(layers):
+        return model
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    model.model.layers = layers[:n_layers]
+    model.config.num_hidden_layers = n_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:n_layers]
+    return model

@@ -1,0 +1,219 @@
+"""DeftRec's pieces (notebook 07): LightGCN, the shared-noise BPR diffusion term, the tokenizer, the retriever."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib import data, diffusion, llm
+from lib.models import deftrec, lightgcn
+
+
+# --------------------------------------------------------------------------- LightGCN
+def three_users():
+    # users 0, 1, 2; items 1, 2 (item 0 is padding); u0 saw 1 (twice: counts once), u1 saw 1 and 2, u2 saw 2
+    return [np.array([1, 1]), np.array([1, 2]), np.array([2])]
+
+
+def test_norm_adjacency_matches_hand_values():
+    A = lightgcn.norm_adjacency(three_users(), n_items=3).to_dense()     # nodes: u0 u1 u2 | i0 i1 i2
+    # degrees: u0 1, u1 2, u2 1, i0 0, i1 2, i2 2
+    hand = torch.zeros(6, 6)
+    for u, i, du, di in ((0, 1, 1, 2), (1, 1, 2, 2), (1, 2, 2, 2), (2, 2, 1, 2)):
+        hand[u, 3 + i] = hand[3 + i, u] = 1 / math.sqrt(du * di)
+    assert torch.allclose(A, hand)
+    assert A[3].abs().sum() == 0 and A[:, 3].abs().sum() == 0, "the padding item has no edges"
+
+
+def test_propagation_is_the_layer_mean():
+    train = three_users()
+    A = lightgcn.norm_adjacency(train, 3)
+    torch.manual_seed(0)
+    m = lightgcn.LightGCN(3, 3, A, dim=4, n_layers=2)
+    E0 = m.E0.weight.detach()
+    Ad = A.to_dense()
+    E = (E0 + Ad @ E0 + Ad @ Ad @ E0) / 3
+    U, I = m.propagate()
+    assert torch.allclose(U, E[:3], atol=1e-6) and torch.allclose(I, E[3:], atol=1e-6)
+    # user 0 saw only item 1: after one round its vector is item 1's layer-0 row / sqrt(1 * 2)
+    assert torch.allclose((Ad @ E0)[0], E0[4] / math.sqrt(2), atol=1e-6)
+
+
+def test_bpr_loss_by_hand_and_negatives_are_unseen():
+    train = three_users()
+    m = lightgcn.LightGCN(3, 3, lightgcn.norm_adjacency(train, 3), dim=2, n_layers=0)
+    with torch.no_grad():
+        m.E0.weight.copy_(torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0], [2., 0], [0, 3.]]))
+    loss = m.bpr_loss(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    assert abs(loss.item() - (-math.log(1 / (1 + math.exp(-(2 - 0)))))) < 1e-6      # s_pos 2, s_neg 0
+    seen = lightgcn.seen_matrix(train, 3)
+    neg = lightgcn.sample_negatives(np.array([0, 0, 0, 2]), seen, 3, np.random.default_rng(0), k=5)
+    assert (neg[:3] == 2).all() and (neg[3] == 1).all(), "only unseen items are drawn"
+
+
+# --------------------------------------------------------------------------- the BPR diffusion term
+class Echo(torch.nn.Module):
+    """f(x_t, t, c) = x_t: a denoiser whose errors can be computed by hand."""
+    dim = 2
+
+    def forward(self, x, t, c=None, drop_cond=None):
+        return x
+
+
+def test_bpr_diffusion_loss_against_hand_numbers_with_shared_t_and_noise():
+    sched = diffusion.Scheduler(10, "linear", beta_start=0.1, beta_end=0.5)
+    ab = float(sched.alphas_cumprod[3])
+    a, s = math.sqrt(ab), math.sqrt(1 - ab)
+    q_pos = torch.tensor([[1.0, 0.0]])
+    q_neg = torch.tensor([[[0.0, 2.0]]])
+    eps = torch.tensor([[0.5, -1.0]])
+    out = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=torch.tensor([3]), eps=eps)
+    # epsilon target: err = ||a q + s eps - eps||^2 with the SAME t and eps for both (Eq. 12-13: squared norms)
+    err = lambda q: sum((a * q[d] + (s - 1) * eps[0, d].item()) ** 2 for d in range(2))
+    ep, en = err([1.0, 0.0]), err([0.0, 2.0])
+    assert abs(out["diff"].item() - ep / 2) < 1e-6, "L_Diff is divided by D, as diffusion_loss"
+    assert abs(out["neg"].item() - (-math.log(1 / (1 + math.exp(-(en - ep)))))) < 1e-6    # Eq. 13
+    assert out["err_neg"].shape == (1, 1) and abs(out["err_pos"].item() - ep) < 1e-6
+
+
+def test_bpr_diffusion_loss_row_and_batch_reductions():
+    """reduce='row' averages -log sigma over rows and negatives (Eq. 12-13); 'batch' (the released code) puts the
+    batch-mean errors inside one sigmoid."""
+    sched = diffusion.Scheduler(10, "linear", beta_start=0.1, beta_end=0.5)
+    q_pos, q_neg = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[[0.0, 3.0]], [[2.0, 2.0]]])
+    eps, t = torch.tensor([[0.5, -1.0], [0.2, 0.1]]), torch.tensor([3, 7])
+    row = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=t, eps=eps)
+    bat = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=t, eps=eps, reduce="batch")
+    ep, en = row["err_pos"], row["err_neg"][:, 0]
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    assert abs(row["neg"].item() - np.mean([-math.log(sig(float(en[b] - ep[b]))) for b in range(2)])) < 1e-6
+    assert abs(bat["neg"].item() + math.log(sig(float(en.mean() - ep.mean())))) < 1e-6
+    with pytest.raises(ValueError, match="reduce must be 'row'"):
+        diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=t, eps=eps, reduce="mean")
+
+
+def test_shared_noise_makes_identical_items_a_coin_flip():
+    """A negative equal to the positive gets the same error under shared t and eps: -log sigma(0) = log 2,
+    whatever the denoiser; independent noise would not give that."""
+    torch.manual_seed(0)
+    net = diffusion.Denoiser(4, cond_dim=3, hidden=8)
+    sched = diffusion.Scheduler(50, "linear")
+    q = torch.randn(6, 4)
+    out = diffusion.bpr_diffusion_loss(net, sched, q, q[:, None].repeat(1, 3, 1), torch.randn(6, 3),
+                                       generator=torch.Generator().manual_seed(1))
+    assert abs(out["neg"].item() - math.log(2)) < 1e-6
+    with pytest.raises(ValueError, match="x0_pos must be"):
+        diffusion.bpr_diffusion_loss(net, sched, q[:2], q[:, None], torch.randn(6, 3))
+
+
+def test_all_pairs_loss_pairs_every_condition_with_every_target():
+    """The released code's broadcast: term (i, j) has row i's t and condition with target j's x0 and eps, so
+    condition i meets every target of the batch (B^2 terms, 1 in B of them matched)."""
+    sched = diffusion.Scheduler(10, "linear")                              # epsilon-prediction
+    f = lambda x, t, c: x + c                                              # output depends on the condition
+    q, c = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    loss = deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 10, (2,), generator=g)
+    eps = diffusion.randn(q.shape, g)
+    ab = sched.alphas_cumprod[t]
+    term = lambda i, j: ((ab[i].sqrt() * q[j] + (1 - ab[i]).sqrt() * eps[j] + c[i] - eps[j]) ** 2).mean().item()
+    assert abs(loss.item() - np.mean([term(i, j) for i in range(2) for j in range(2)])) < 1e-6
+    assert abs(loss.item() - np.mean([term(i, i) for i in range(2)])) > 1e-3, "not the paired loss"
+
+
+# --------------------------------------------------------------------------- tokenizer and retriever
+def test_tokenizer_masks_only_in_training():
+    torch.manual_seed(0)
+    enc = deftrec.Tokenizer(8, 16, K=3, rho=0.5)
+    for blk in enc.modules():
+        if isinstance(blk, torch.nn.Dropout):
+            blk.p = 0.0                                       # isolate the mask from dropout
+    q = torch.randn(5, 8)
+    enc.eval()
+    a, b = enc(q), enc(q)
+    assert a.shape == (5, 3, 16) and torch.equal(a, b), "no mask at evaluation"
+    enc.train()
+    assert not torch.equal(enc(q), a), "a Bernoulli mask in training"
+    m = enc.mask(torch.ones(2000, 8))
+    assert abs((m == 0).float().mean().item() - 0.5) < 0.05
+    enc.rho = 0.0
+    assert torch.equal(enc(q), a)
+
+
+def test_retriever_bonus_changes_ranks_exactly_when_a_genre_matches():
+    Q = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.9, 0.5]])      # item 1: cos 1 with y; item 2: cos ~0.87
+    y = torch.tensor([[1.0, 0.1]])
+    G = torch.tensor([[0, 0], [1, 0], [0, 1]])                   # item 1 has genre 0, item 2 genre 1
+    plain = deftrec.retrieve(y, Q, pi=0)
+    assert plain[0, 1] > plain[0, 2]
+    same = deftrec.retrieve(y, Q, torch.tensor([0]), G, pi=0.2)  # named genre 0: the leader gets the bonus
+    assert same[0, 1] > same[0, 2] and torch.allclose(same[0, 1], plain[0, 1] * 1.2)
+    flip = deftrec.retrieve(y, Q, torch.tensor([1]), G, pi=0.2)  # named genre 1: the runner-up overtakes
+    assert flip[0, 2] > flip[0, 1] and torch.allclose(flip[0, 1], plain[0, 1])
+    assert torch.allclose(deftrec.retrieve(y, Q, how="euclidean"), -torch.cdist(y, Q))
+
+
+def test_condition_sources_and_errors():
+    enc = {"hidden": torch.zeros(2, 3), "genre": torch.tensor([0, 1])}
+    answers = torch.tensor([[1.0, -1.0, 0.0], [2.0, 0.0, 3.0]])             # (G, H) answer embeddings
+    assert torch.allclose(deftrec.condition("hidden", enc), torch.full((2, 3), 0.5))
+    assert torch.allclose(deftrec.condition("generated", enc, answers), torch.sigmoid(answers))   # the named genre
+    gold = deftrec.condition("gold", enc, answers, gold=torch.tensor([1, 1]), sigmoid=False)
+    assert torch.equal(gold, answers[[1, 1]]), "gold reads the target's genre, not the named one"
+    assert deftrec.condition("none", enc) is None
+    with pytest.raises(ValueError, match="valid: hidden, generated, gold, minilm, none"):
+        deftrec.condition("answer", enc, None)
+
+
+# --------------------------------------------------------------------------- prompts on a tiny decoder
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = llm.load_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2)
+    base = LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    pm = llm.dual_lora(base, llm.lora_config(r=2, alpha=4, dropout=0.0), names=("deftrec",))
+    titles = ["", "Toy Story", "Heat", "Fargo"]
+    Q, P = torch.randn(4, 8), torch.randn(2, 8)
+    return deftrec.DeftLLM(pm, tok, titles, ["Drama", "Comedy"], Q, P, K=2, rho=0.2)
+
+
+def test_prompt_slots_labels_and_gradients(tiny):
+    b = tiny.build([0, 1], [np.array([1, 2]), np.array([3])], answers=[1, 0])
+    assert ((b["slot_item"] > 0).sum(1) == torch.tensor([4, 2])).all(), "K = 2 tokens per history item"
+    assert ((b["slot_user"] > 0).sum(1) == 2).all() and set(b["slot_user"][1].unique().tolist()) == {0, 2}
+    for row, g in ((0, "Comedy"), (1, "Drama")):
+        lab = b["labels"][row][b["labels"][row] >= 0].tolist()
+        assert lab == tiny.answer_ids[tiny.genre_names.index(g)], "the labels are the answer's tokens"
+        assert b["labels"][row, b["last"][row]] == tiny.answer_ids[tiny.genre_names.index(g)][0]
+    loss = tiny.llm_loss(b)
+    loss.backward()
+    assert tiny.enc_item.ways[0].inp.weight.grad is not None and tiny.enc_user.ways[1].inp.weight.grad is not None
+    assert any(p.grad is not None for n, p in tiny.llm.named_parameters() if "lora_" in n)
+    tiny.zero_grad(set_to_none=True)
+    e = tiny.encode([0, 1], [np.array([1, 2]), np.array([3])], progress=False)
+    assert e["hidden"].shape == (2, 16) and e["genre_logits"].shape == (2, 2) and set(e["genre"].tolist()) <= {0, 1}
+    # each slot holds its item's k-th token (eval mode: no mask, no dropout)
+    tiny.eval()
+    with torch.no_grad():
+        E = tiny.embed(b)
+        for pos in torch.nonzero(b["slot_item"][0]).flatten().tolist():
+            i, k = int(b["slot_item"][0, pos]) - 1, int(b["slot_k"][0, pos])
+            assert torch.allclose(E[0, pos], tiny.enc_item(tiny.Q[i:i + 1])[0, k])
+    e2 = tiny.encode([0], [np.array([1, 2])], progress=False)
+    assert torch.allclose(e2["hidden"][0], e["hidden"][0], atol=1e-5), "right padding does not change a prompt"
+
+
+def test_truncate_keeps_the_first_layers():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=4,
+                                     num_attention_heads=2, num_key_value_heads=2))
+    first = m.model.layers[0]
+    llm.truncate(m, 2)
+    assert len(m.model.layers) == 2 and m.model.layers[0] is first and m.config.num_hidden_layers == 2
+    assert m(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 32)
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        llm.truncate(m, 0)
