@@ -266,17 +266,24 @@ def condition(source: str, enc: dict | None, answers: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------- diffusion (Eq. 8-13, 15)
-def _all_pairs_loss(net, sched, q_pos, cond, generator):
+def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = None):
     """The released code's broadcast: noise coefficients of shape (B, 1, 1) against x of (B, D) make x_t (B, B, D),
-    so condition i meets every target j of the batch (1 pair in B matches): it learns the marginal."""
+    so condition i meets every target j of the batch (1 pair in B matches): it learns the marginal.
+    max_pairs: average over that many random targets j per row instead of all B (an unbiased estimate of the same
+    loss at a fraction of its B^2 cost); None: all of them."""
     B, D = q_pos.shape
     t = torch.randint(0, sched.num_train_timesteps, (B,), generator=generator)
     eps = diffusion.randn(q_pos.shape, generator)
+    if max_pairs is None or max_pairs >= B:
+        j = torch.arange(B).expand(B, B)                                            # (B, B): every target
+    else:
+        j = torch.randint(0, B, (B, max_pairs), generator=generator)                 # (B, P) random targets
+    P = j.shape[1]
     ab = sched.alphas_cumprod[t].view(B, 1, 1)
-    x_t = ab.sqrt() * q_pos[None] + (1 - ab).sqrt() * eps[None]                    # (B, B, D)
-    c = None if cond is None else cond[:, None].expand(B, B, cond.shape[1]).reshape(B * B, -1)
-    out = net(x_t.reshape(B * B, D), t[:, None].expand(B, B).reshape(-1), c).view(B, B, D)
-    target = eps[None].expand(B, B, D) if sched.prediction_type == "epsilon" else q_pos[None].expand(B, B, D)
+    x_t = ab.sqrt() * q_pos[j] + (1 - ab).sqrt() * eps[j]                          # (B, P, D)
+    c = None if cond is None else cond[:, None].expand(B, P, cond.shape[1]).reshape(B * P, -1)
+    out = net(x_t.reshape(B * P, D), t[:, None].expand(B, P).reshape(-1), c).view(B, P, D)
+    target = eps[j] if sched.prediction_type == "epsilon" else q_pos[j]
     return (out - target).pow(2).mean()
 
 
@@ -285,13 +292,14 @@ def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarra
                     n_neg: int = 10, negatives: str = "mean", pairing: str = "paired", epochs: int = 200,
                     batch_size: int = 256, lr: float = 1e-3, hidden: int = 256, p_uncond: float = 0.0,
                     eval_every: int = 10, patience: int = 5, seed: int = 0, progress: bool = True,
-                    desc: str = "diffusion") -> tuple[diffusion.Denoiser, list[dict]]:
+                    desc: str = "diffusion", all_pairs_sample: int | None = 16) -> tuple[diffusion.Denoiser, list[dict]]:
     """Train a conditional denoiser on (c, q+ = Q[pos]) pairs with L_Diff + gamma2 L_Neg (Eq. 15 without
     gamma1 L_LLM: the LLM is trained before and frozen here, see the notebook). cond: (N, C) or None, row n for
     pair n. Negatives: n_neg items the user has not seen, drawn afresh each epoch; 'mean' denoises their mean
     (Eq. 13, the paper's single negative per sample), 'each' every one (Eq. 12), 'batch_mean' one mean for the
-    whole batch with batch-mean errors (the released code). p_uncond > 0 trains a null condition (CFG; not in
-    the paper). valid_fn(denoiser) -> validation NDCG@10, every eval_every epochs; the best is kept."""
+    whole batch with batch-mean errors (the released code). pairing='all': the released code's B x B pairing,
+    estimated from all_pairs_sample random targets per row (None: all B). p_uncond > 0 trains a null condition
+    (CFG; not in the paper). valid_fn(denoiser) -> validation NDCG@10, every eval_every epochs; the best is kept."""
     if pairing not in PAIRINGS or negatives not in NEGATIVES:
         raise ValueError(f"pairing must be one of {PAIRINGS} and negatives one of {NEGATIVES}, "
                          f"got {pairing!r}, {negatives!r}")
@@ -317,7 +325,7 @@ def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarra
                 q_neg = q_neg.mean((0, 1), keepdim=True).expand(len(idx), 1, D)
             reduce = "batch" if negatives == "batch_mean" else "row"
             if pairing == "all":
-                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen)
+                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample)
                 l_neg = torch.zeros(())
                 if gamma2:
                     l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce)["neg"]
