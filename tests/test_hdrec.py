@@ -21,7 +21,7 @@ def tok():
     return llm.load_tokenizer()
 
 
-def tiny_model(tok, seed=0):
+def tiny_model(tok, seed=0, **kw):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def tiny_model(tok, seed=0):
     texts = [""] + [f" movie {i} (199{i % 10}), Drama" for i in range(1, N_ITEMS)]
     prompts = hdrec_prompts.Prompts(tok, texts)
     E_srs = torch.randn(N_ITEMS, 8)
-    return hdrec.HDRec(pm, prompts, N_ITEMS, E_srs, ipl_dropout=0.0)
+    return hdrec.HDRec(pm, prompts, N_ITEMS, E_srs, ipl_dropout=0.0, **kw)
 
 
 def batches(model):
@@ -322,3 +322,77 @@ def test_model_contract_and_phase(tok):
         hdrec_train.text_objective(model, text_b, None, 0.0)
     with pytest.raises(ValueError, match="valid: text, id"):
         model.set_phase("both")
+
+
+def test_log_prior_matches_hand_computation():
+    lp = hdrec.log_prior([0, 3, 1])                      # add-one: 1, 4, 2 of 7
+    assert torch.allclose(lp, torch.log(torch.tensor([1 / 7, 4 / 7, 2 / 7])))
+
+
+def test_ipl_warm_start_prior_and_sasrec(tok):
+    counts = np.arange(N_ITEMS)
+    m = tiny_model(tok)
+    default_bias = m.ipl.net[-1].bias.detach().clone()
+    m.warm_start("prior", counts)
+    out = m.ipl.net[-1]
+    assert torch.allclose(out.bias, hdrec.log_prior(counts))
+    assert not torch.equal(out.bias, default_bias)
+    m.warm_start("sasrec", counts)
+    d = m.E_srs.shape[1]
+    assert torch.equal(out.weight[:, :d], m.E_srs) and not out.weight[:, d:].any()
+    # an item's logit is <E_srs[i], u> + log prior(i), u = the first d features of the IPL's hidden layer
+    h = torch.randn(3, m.H)
+    u = m.ipl.net[:-1](h)[:, :d]
+    assert torch.allclose(m.ipl(h), u @ m.E_srs.T + hdrec.log_prior(counts), atol=1e-5)
+    # the constructor takes the same choice; "none" leaves PyTorch's initialisation
+    m2 = tiny_model(tok)
+    assert torch.equal(m2.ipl.net[-1].bias, default_bias)
+    m3 = tiny_model(tok, ipl_init="sasrec", prior_counts=counts)
+    assert torch.equal(m3.ipl.net[-1].weight, out.weight) and torch.equal(m3.ipl.net[-1].bias, out.bias)
+    with pytest.raises(ValueError, match="unknown ipl_init 'zero'; valid: 'none', 'prior', 'sasrec'"):
+        m.warm_start("zero", counts)
+    with pytest.raises(ValueError, match="needs prior_counts"):
+        m.warm_start("prior")
+    with pytest.raises(ValueError, match=f"prior_counts has 3 entries, the IPL scores {N_ITEMS} items"):
+        m.warm_start("prior", [1, 2, 3])
+
+
+def test_item_texts_title_words():
+    ds = data.load_dataset("ml-100k")
+    full, short = hdrec_prompts.item_texts(ds), hdrec_prompts.item_texts(ds, title_words=1)
+    assert len(full) == len(short) == ds.n_items and full[0] == short[0] == ""
+    i = next(i for i, t in enumerate(data.item_titles(ds)) if len(t.split()) > 2)
+    title = data.item_titles(ds)[i]
+    assert full[i].startswith(" " + title) and short[i].startswith(" " + title.split()[0] + " (")
+    assert full[i].split("(")[-1] == short[i].split("(")[-1]          # year and genres kept
+    with pytest.raises(ValueError, match="title_words must be >= 1 or None"):
+        hdrec_prompts.item_texts(ds, title_words=0)
+
+
+def test_presets_name_notebook_parameters():
+    import json
+    from pathlib import Path
+    nb = json.loads(Path(__file__).resolve().parents[1].joinpath("notebooks/06_hdrec_dual_lora.ipynb").read_text())
+    cell = "".join(nb["cells"][1]["source"])
+    names = {line.split("=")[0].strip() for line in cell.splitlines() if "=" in line and not line.startswith(" ")}
+    assert hdrec_train.PRESETS["laptop"] == {}
+    assert set(hdrec_train.PRESETS["paper-scale"]) <= names, set(hdrec_train.PRESETS["paper-scale"]) - names
+    assert hdrec_train.PRESETS["paper-scale"]["llm_layers"] is None and hdrec_train.PRESETS["paper-scale"]["steps"] >= 1000
+
+
+def test_standardize_ipl_input_folds_mean_and_std_into_first_layer(tok):
+    m = tiny_model(tok)
+    text_b, id_b, _ = batches(m)
+    m.set_phase("text")
+    h = m.read_states(text_b)
+    assert h.shape == (2, text_b["read_pos"].shape[1], m.H)
+    assert torch.allclose(m.ipl(h), m(text_b))                      # forward = IPL of the read states
+    lin = m.ipl.net[0]
+    W, b = lin.weight.detach().clone(), lin.bias.detach().clone()
+    sample = torch.randn(50, m.H) * torch.linspace(0.5, 3.0, m.H) + 7.0
+    m.standardize_ipl_input(sample)
+    mean, std = sample.mean(0), sample.std(0)
+    x = torch.randn(4, m.H) * 2 + 7.0
+    assert torch.allclose(lin(x), ((x - mean) / std) @ W.T + b, atol=1e-4)
+    z = lin(sample)                                 # standardised input: the layer sees mean 0, unit variance
+    assert torch.allclose(z.mean(0), b, atol=1e-4)

@@ -13,6 +13,8 @@ def test_nb06_smoke_results(smoke_results):
     p = res["params"]
     assert p["steps"] <= 5 and p["n_eval_users"] <= 10, "smoke shrinks every size"
     assert p["T"] >= 2 and len(res["eval_users"]) == p["n_eval_users"]
+    assert p["llm_layers"] <= 2 and p["preset"] == "laptop", "smoke keeps at most 2 decoder blocks"
+    assert p["ipl_init"] == "sasrec" and p["ipl_standardize"] is True, "the defaults' warm start runs under smoke"
     expected = {"Pop", "SASRec (reference)", "text only", "ID only", "HDRec: its text adapter (alpha = 0)",
                 "HDRec: its ID adapter"}
     assert expected <= set(res["test"])

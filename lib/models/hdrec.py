@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from lib import llm
 
+IPL_INITS = ("none", "prior", "sasrec")          # how the shared IPL starts (warm_start; not in the paper)
 FUSIONS = ("text", "id", "confidence")          # HDRec Eq. 13-18, Fig. 5 variants (2) and (3)
 PHASES = ("text", "id")                         # the adapter that computes
 
@@ -47,7 +48,8 @@ class HDRec(nn.Module):
     the current phase. RecBole's contract holds for one phase: `calculate_loss` is that adapter's cross-entropy,
     `full_sort_predict` the (fused) scores after a user's last item. DLA composes phases (`hdrec_train`)."""
 
-    def __init__(self, llm_model, prompts: "hdrec_prompts.Prompts", n_items: int, E_srs: torch.Tensor, ipl_dropout: float = 0.1):
+    def __init__(self, llm_model, prompts: "hdrec_prompts.Prompts", n_items: int, E_srs: torch.Tensor,
+                 ipl_dropout: float = 0.1, ipl_init: str = "none", prior_counts=None):
         super().__init__()
         self.llm, self.prompts, self.n_items = llm_model, prompts, n_items
         self.embed_tokens = llm.decoder(llm_model).embed_tokens          # frozen word embeddings (Eq. 6)
@@ -60,8 +62,36 @@ class HDRec(nn.Module):
         d = E_srs.shape[1]
         self.proj = nn.Sequential(nn.Linear(d, H // 2), nn.SiLU(), nn.Linear(H // 2, H))   # Proj of Eq. 7
         self.ipl = IPL(H, n_items, ipl_dropout)
+        self.warm_start(ipl_init, prior_counts)
         self.phase = None
         self.set_phase("text")
+
+    @torch.no_grad()
+    def warm_start(self, how: str, prior_counts=None) -> None:
+        """Where the shared IPL starts (the paper does not say; ours, a deviation stated in notebook 06).
+
+        'none': PyTorch's default initialisation. 'prior': the output bias at the log item prior (`log_prior`),
+        so every adapter starts by ranking like Pop. 'sasrec': as 'prior', and the output layer's weight holds
+        the SASRec item table E_srs in its first d columns and zeros elsewhere, so an item's logit starts as
+        <E_srs[i], u> + log prior(i) with u the first d features of the IPL's hidden layer: the adapters then
+        learn to write a SASRec-like user state, which the ID adapter partly reads already (Proj(E_srs) are its
+        inputs). Random weights of the first layer keep u from being 0."""
+        if how not in IPL_INITS:
+            raise ValueError(f"unknown ipl_init {how!r}; valid: {', '.join(map(repr, IPL_INITS))}")
+        if how == "none":
+            return
+        if prior_counts is None:
+            raise ValueError(f"ipl_init={how!r} needs prior_counts (training interactions per item)")
+        out = self.ipl.net[-1]
+        if len(prior_counts) != out.out_features:
+            raise ValueError(f"prior_counts has {len(prior_counts)} entries, the IPL scores {out.out_features} items")
+        out.bias.copy_(log_prior(prior_counts))
+        if how == "sasrec":
+            d = self.E_srs.shape[1]
+            if d > out.in_features:
+                raise ValueError(f"ipl_init='sasrec' needs d <= {out.in_features} (the IPL's hidden width), got d={d}")
+            out.weight.zero_()
+            out.weight[:, :d] = self.E_srs
 
     def set_phase(self, adapter: str, trainable=None) -> None:
         """`adapter` computes from now on; the LoRA matrices of `trainable` (default: that adapter; a tuple for
@@ -86,12 +116,32 @@ class HDRec(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """(B, K, n_items) IPL logits at every read position, through the adapter of the current phase (Eq. 2, 8)."""
+        return self.ipl(self.read_states(batch))                                      # (B, K, n_items)
+
+    def read_states(self, batch: dict) -> torch.Tensor:
+        """(B, K, H) last-layer hidden states at the read positions ([SEQ] or [ALIGN]), the IPL's input."""
         dev = self.e_special.device
         batch = {k: v.to(dev) for k, v in batch.items()}
         e = self.embed(batch["input_ids"], batch["item_ids"])                         # (B, T, H)
         h = llm.decoder(self.llm)(inputs_embeds=e, use_cache=False).last_hidden_state  # (B, T, H)
         idx = batch["read_pos"].unsqueeze(-1).expand(-1, -1, self.H)                  # (B, K, H)
-        return self.ipl(h.gather(1, idx))                                             # (B, K, n_items)
+        return h.gather(1, idx)
+
+    @torch.no_grad()
+    def standardize_ipl_input(self, h: torch.Tensor, min_std: float = 1e-3) -> None:
+        """Fold (h - mean) / std, per feature over a sample h (N, H) of read-position states, into the IPL's first
+        layer: W <- W / std, b <- b - W (mean / std). A data-dependent initialisation (as in Salimans & Kingma's
+        weight normalisation); the architecture stays the released code's.
+
+        Why: a decoder's last hidden states share a large common part (SmolLM2's [SEQ] states: the mean carries
+        ~98 % of the energy, 5 "massive" features ~70 % of it), so at a random start the IPL sees nearly the same
+        input for every user and the few per-user percent barely move its output. Standardised, the per-user part
+        is what the first layer sees from step 0."""
+        h = h.reshape(-1, h.shape[-1]).float()
+        mean, std = h.mean(0), h.std(0).clamp(min=min_std)
+        lin = self.ipl.net[0]
+        lin.weight.div_(std)
+        lin.bias.sub_(lin.weight @ mean)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """The current phase's cross-entropy at every read position with a target (Eq. 2 / 4 / 5)."""
@@ -115,6 +165,17 @@ class HDRec(nn.Module):
         if len(z) == 1:
             return next(iter(z.values()))
         return fuse(z["text"], z["id"], batch.get("alpha", 0.5), batch.get("how", "text"))
+
+
+def log_prior(counts) -> torch.Tensor:
+    """(n_items,) log of the add-one smoothed share of each item among the training interactions.
+
+    With it as the IPL's output bias (and the weights near 0 at the start), every adapter begins by ranking like
+    Pop, and the training steps go into what the sequence adds to popularity; from a zero bias a few hundred
+    steps spend themselves on learning the popularity of 1.7k items first. A classifier's bias set to the log of
+    its class prior is a standard initialisation; HDRec's paper does not say how its IPL starts."""
+    c = torch.as_tensor(counts, dtype=torch.float64).clamp(min=0) + 1.0
+    return (c / c.sum()).log().float()
 
 
 # --------------------------------------------------------------------------- losses

@@ -15,9 +15,13 @@ PROMPT_ALIGN = "Provide the item's hidden state. Item description:"
 PROMPT_SEQ = "Provide the next item's hidden state after each item. User's history:"
 
 
-def item_texts(ds: data.Dataset) -> list[str]:
-    """i_text per item slot: ' <title> (<year>), <genres>' (index 0, the padding item, is '')."""
+def item_texts(ds: data.Dataset, title_words: int | None = None) -> list[str]:
+    """i_text per item slot: ' <title> (<year>), <genres>' (index 0, the padding item, is ''). title_words keeps
+    the first words of each title (None: all): a shorter prompt costs less in every forward."""
+    if title_words is not None and title_words < 1:
+        raise ValueError(f"title_words must be >= 1 or None (the whole title), got {title_words}")
     titles, genres = data.item_titles(ds), data.item_genres(ds)
+    titles = [" ".join(t.split()[:title_words]) if title_words else t for t in titles]
     year_col = next((c for c in ("release_year", "year") if c in ds.item_features.columns), None)
     out = [""]
     for i in range(1, ds.n_items):

@@ -16,6 +16,16 @@ from lib.models.hdrec import ce_loss, kl
 
 MODES = ("dla", "joint", "text", "id")          # HDRec, w/o DLA, text only, ID only (w/o KL = dla, lam 0)
 
+# Named presets of notebook 06's parameters; a preset's values replace the parameters cell's. "laptop" changes
+# nothing (the cell's defaults are sized for 2 CPU cores and 25 minutes). "paper-scale" moves toward the paper
+# (Table 2: batch 10, lr 1.5e-4, whole sequences, every user, the whole model); on 2 CPU cores it costs days (the
+# notebook prints its estimate), so it is meant for a GPU (device="cuda").
+PRESETS = {
+    "laptop": {},
+    "paper-scale": dict(llm_layers=None, title_words=None, L=20, batch_size=10, steps=1000, n_train_users=943,
+                        n_eval_users=943, lr_lora=1.5e-4, lr_head=1e-3),
+}
+
 
 def text_objective(model, text_b, z_id_tilde, lam, align_b=None):
     """Eq. 10: L_Text = L_seq-text + lam * D_KL(z_id || z_text) (+ L_align of Eq. 2 when align_b is given).
@@ -172,6 +182,20 @@ def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, o
         history.append({"step": step + 1, **lg})
     model.eval()
     return history
+
+
+@torch.no_grad()
+def read_state_sample(model, batches, n_batches: int = 4) -> torch.Tensor:
+    """(N, H) hidden states at the read positions with a target, through both adapters, of the first n_batches
+    training batches (text and ID prompts; no labels are read): the sample for `HDRec.standardize_ipl_input`."""
+    model.eval()
+    out = []
+    for step in range(n_batches):
+        text_b, id_b, _ = batches(step)
+        for phase, b in (("text", text_b), ("id", id_b)):
+            model.set_phase(phase)
+            out.append(model.read_states(b)[b["targets"] > 0].cpu())
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- evaluation helpers
