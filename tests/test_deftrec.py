@@ -154,6 +154,21 @@ def test_retriever_bonus_changes_ranks_exactly_when_a_genre_matches():
     assert torch.allclose(deftrec.retrieve(y, Q, how="euclidean"), -torch.cdist(y, Q))
 
 
+def test_dot_retriever_keeps_the_norm_and_boosts_matches_of_either_sign():
+    Q = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, -0.3], [-2.0, 0.0]])   # item 2: cosine below item 1, norm 3x
+    y = torch.tensor([[1.0, 0.1]])
+    cos, dot = deftrec.retrieve(y, Q, pi=0), deftrec.retrieve(y, Q, pi=0, how="dot")
+    assert cos[0, 1] > cos[0, 2] and dot[0, 2] > dot[0, 1]                 # the norm decides under 'dot'
+    assert torch.allclose(dot, y @ Q.T)                                     # hand: [0, 1, 2.97, -2]
+    G = torch.tensor([[0], [1], [1], [0]])                                # items 1 and 2 have genre 0
+    b = deftrec.retrieve(y, Q, torch.tensor([0]), G, pi=0.5, how="dot")    # genre 0 named: items 1, 2 x1.5
+    assert torch.allclose(b, torch.tensor([[0.0, 1.5, 4.455, -2.0]]))
+    neg = deftrec.retrieve(y, Q, torch.tensor([0]), torch.tensor([[0], [0], [0], [1]]), pi=0.5, how="dot")
+    assert torch.isclose(neg[0, 3], torch.tensor(-1.0))                    # -2 + 0.5 * 2: a boost for a negative score
+    with pytest.raises(ValueError, match="unknown retriever 'l1'; valid: 'cosine', 'dot', 'euclidean'"):
+        deftrec.retrieve(y, Q, how="l1")
+
+
 def test_condition_sources_and_errors():
     enc = {"hidden": torch.zeros(2, 3), "genre": torch.tensor([0, 1])}
     answers = torch.tensor([[1.0, -1.0, 0.0], [2.0, 0.0, 3.0]])             # (G, H) answer embeddings

@@ -11,7 +11,8 @@ VERDICTS = {"holds", "partly", "not here", "reversed"}
 def test_nb07_smoke_results(smoke_results):
     res = smoke_results(STEM)
     assert res["smoke"] is True and res["seeds"] == [0, 1]
-    heads = ("LightGCN", "DeftRec (paper)", "w/o BPR", "w/o CF", "DeftRec (released code's choices)", "w/o Diffusion")
+    heads = ("LightGCN", "DeftRec (paper)", "w/o BPR", "w/o CF", "DeftRec (released code's choices)", "w/o Diffusion",
+             "DeftRec, inner-product retriever")
     for name in heads:
         runs = res["models"][name]["runs"]
         assert len(runs) == 2, name                                    # the multi-seed path ran
@@ -22,6 +23,7 @@ def test_nb07_smoke_results(smoke_results):
         assert len(res["models"][f"condition: {s}"]["runs"]) == 1, s
     cl = res["claims"]
     assert {c["verdict"] for c in cl.values()} <= VERDICTS
+    assert cl["the inner product beats cosine (ours, same samples)"]["n_seeds"] == [2, 2]
     main = cl["DeftRec beats LightGCN (Table 2), NDCG@10"]
     assert main["n_seeds"] == [2, 2] and main["seed_std"] is not None and main["ci"][0] <= main["diff"] <= main["ci"][1]
     # the released code's sampler starts where alpha_bar is high; ours where it is ~0

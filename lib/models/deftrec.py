@@ -415,17 +415,26 @@ def generate(net, sched: diffusion.Scheduler, cond: torch.Tensor | None, n: int,
 
 
 # --------------------------------------------------------------------------- the retriever (Eq. 14)
+RETRIEVERS = ("cosine", "dot", "euclidean")       # Eq. 14; ours; the released code's evaluation
+
+
 def retrieve(y: torch.Tensor, Q: torch.Tensor, named: torch.Tensor | None = None,
              item_genres: torch.Tensor | None = None, pi: float = 0.1, how: str = "cosine") -> torch.Tensor:
     """(N, n_items) scores. 'cosine' (Eq. 14): cos(y_i, q_j) (1 + pi [genre named for user i is among item j's]);
     'euclidean': minus the distance, the released code's default evaluation (its bonus is a uniform x1.1, which
-    changes no rank, so none is applied). item_genres: (n_items, G) 0/1; named: (N,) genre indices."""
+    changes no rank, so none is applied). 'dot' (ours, not in the paper): the inner product <y_i, q_j>, which keeps
+    the item norm that cosine divides away, with the same bonus (s + pi |s| [match], i.e. Eq. 14's factor for s >= 0). item_genres: (n_items, G) 0/1; named: (N,) genre indices."""
+    if how not in RETRIEVERS:
+        raise ValueError(f"unknown retriever {how!r}; valid: {', '.join(map(repr, RETRIEVERS))}")
     if how == "euclidean":
         return -torch.cdist(y, Q)
-    s = F.normalize(y, dim=1) @ F.normalize(Q, dim=1).T                               # (N, n_items)
+    if how == "dot":                                     # keeps ||q_j||, which LightGCN ties to popularity
+        s = y @ Q.T                                                                    # (N, n_items)
+    else:
+        s = F.normalize(y, dim=1) @ F.normalize(Q, dim=1).T                           # (N, n_items)
     if pi and named is not None:
         match = item_genres[:, named].T.float()                                        # (N, n_items)
-        s = s * (1 + pi * match)
+        s = s + pi * s.abs() * match                     # = s (1 + pi match) where s >= 0; a boost either way
     return s
 
 
