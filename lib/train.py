@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -139,3 +140,44 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
     result.seconds = time.perf_counter() - t0
     model.eval()
     return result
+
+
+def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, progress: bool = True,
+               device="cpu", **fit_kwargs):
+    """(model, FitResult, cached) for `build()` trained by `fit(model, split, seed=seed, **fit_kwargs)`, through
+    data/cache: the state and the FitResult (history included) are stored under a hash of `key` (what names the
+    model: its class, configuration and dataset), the seed and the fit arguments, so another notebook (or a
+    re-run) asking for the same fit loads it in a second instead of training again. Notebook 01's seed-0 SASRec
+    is the one notebook 06 reads.
+
+    `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
+    start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash."""
+    import hashlib
+    import json
+
+    from lib import utils
+
+    data_md5 = hashlib.md5()
+    for part in (*split.train, split.valid, split.test):
+        data_md5.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
+    ident = json.dumps({"key": key, "seed": seed, "fit": fit_kwargs, "data": data_md5.hexdigest()},
+                       sort_keys=True, default=str)
+    path = utils.CACHE / f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"
+    set_seed(seed)
+    model = build()
+    if use_cache and path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("ident") != ident:
+                raise ValueError("the stored key differs")
+            model.load_state_dict(blob["state"])
+            return model.to(device).eval(), FitResult(**blob["fit"]), True
+        except Exception as e:                                   # a corrupt cache is recomputed, not a crash
+            print(f"cache {path.name} unreadable ({type(e).__name__}: {e}); training again")
+            set_seed(seed)
+            model = build()
+    result = fit(model, split, seed=seed, device=device, progress=progress, **fit_kwargs)
+    if use_cache:
+        utils.atomic_torch_save({"ident": ident, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                 "fit": dict(result.__dict__)}, path)
+    return model, result, False

@@ -74,3 +74,46 @@ def test_max_history_trains_on_the_last_transitions_only():
     train.fit(Probe(), sp, max_len=3, epochs=1, batch_size=8, seed=0, progress=False, max_history=3)
     targets = sorted(int(t) for b in seen for t in b.flatten() if t != 0)
     assert targets == sorted([8, 9, 10, 4])            # user 0: last 3 transitions; user 1 has only one
+
+
+def test_fit_cached_trains_once_then_loads_the_same_model(tmp_path, monkeypatch):
+    from lib import utils
+    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    sp = toy_split()
+    kw = dict(max_len=8, epochs=2, batch_size=8, lr=1e-2, progress=False)
+    key = {"model": "toy"}
+    m1, r1, c1 = train.fit_cached(lambda: model(sp), sp, seed=3, key=key, **kw)
+    torch.manual_seed(99)                                  # a different global state must not matter
+    m2, r2, c2 = train.fit_cached(lambda: model(sp), sp, seed=3, key=key, **kw)
+    assert (c1, c2) == (False, True)
+    assert r2.history == r1.history and r2.best_epoch == r1.best_epoch and r2.best_valid == r1.best_valid
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    # a fresh fit under the same seed starts from the same weights as the cached one did
+    from lib.utils import set_seed
+    set_seed(3)
+    ref = model(sp)
+    train.fit(ref, sp, seed=3, **kw)
+    assert torch.equal(ref.item_emb.weight, m2.item_emb.weight)
+    assert len(list(tmp_path.glob("fit_*.pt"))) == 1
+    # another seed, another key or other data: another entry, trained
+    assert train.fit_cached(lambda: model(sp), sp, seed=4, key=key, **kw)[2] is False
+    assert train.fit_cached(lambda: model(sp), sp, seed=3, key={"model": "toy2"}, **kw)[2] is False
+    sp2 = toy_split(seed=1)
+    assert train.fit_cached(lambda: model(sp2), sp2, seed=3, key=key, **kw)[2] is False
+    assert len(list(tmp_path.glob("fit_*.pt"))) == 4
+
+
+def test_fit_cached_retrains_over_a_corrupt_file(tmp_path, monkeypatch, capsys):
+    from lib import utils
+    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    sp = toy_split()
+    kw = dict(max_len=8, epochs=1, batch_size=8, lr=1e-2, progress=False)
+    m1, _, _ = train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)
+    (path,) = tmp_path.glob("fit_*.pt")
+    path.write_bytes(b"not a torch file")
+    m2, _, cached = train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)
+    assert cached is False and "unreadable" in capsys.readouterr().out
+    assert torch.equal(m1.item_emb.weight, m2.item_emb.weight)
+    assert train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)[2] is True     # rewritten, readable
+    assert not list(tmp_path.glob(".*tmp"))                                             # no temporary left over
