@@ -468,6 +468,13 @@ class Split:
         """(n_items,) number of training interactions of each item (index 0 = padding = 0)."""
         return np.bincount(np.concatenate(self.train), minlength=self.n_items)
 
+    def subset(self, users) -> "Split":
+        """The same split restricted to `users` (in that order; same n_items), so lib.metrics runs unchanged on a
+        subset of users."""
+        users = np.asarray(users)
+        return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[users],
+                     n_items=self.n_items)
+
 
 def _check_stage(stage):
     if stage not in ("valid", "test"):

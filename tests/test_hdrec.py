@@ -279,6 +279,20 @@ def test_eval_logits_reads_valid_and_test_positions(tok):
     assert torch.equal(s, out["id"]["test"][[1]])
 
 
+def test_eval_logits_batches_by_length_and_keeps_the_users_order(tok):
+    model = tiny_model(tok)
+    split = data.Split(train=[np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 9])],
+                       valid=np.array([7, 8, 10]), test=np.array([9, 10, 11]), n_items=N_ITEMS)
+    one = hdrec_train.eval_logits(model, split, L=4, batch_size=1, progress=False)      # no padding at all
+    three = hdrec_train.eval_logits(model, split, L=4, batch_size=3, progress=False)    # one batch, sorted inside
+    two = hdrec_train.eval_logits(model, split, L=4, batch_size=2, progress=False)
+    for a in ("text", "id"):
+        for st in ("valid", "test"):
+            assert torch.allclose(three[a][st], one[a][st], atol=1e-5), (a, st)
+            assert torch.allclose(two[a][st], one[a][st], atol=1e-5), (a, st)
+    assert not torch.allclose(one["text"]["test"][0], one["text"]["test"][1])           # rows really differ by user
+
+
 def test_joint_updates_match_dla_head_steps_on_the_same_rows(tok, monkeypatch):
     """w/o DLA with updates=2: two optimizer steps per batch (as DLA's two phases), each on half of the users;
     with updates=1 one step on all of them; more updates than users is refused."""
@@ -396,3 +410,46 @@ def test_standardize_ipl_input_folds_mean_and_std_into_first_layer(tok):
     assert torch.allclose(lin(x), ((x - mean) / std) @ W.T + b, atol=1e-4)
     z = lin(sample)                                 # standardised input: the layer sees mean 0, unit variance
     assert torch.allclose(z.mean(0), b, atol=1e-4)
+
+
+def test_probe_ipl_is_the_ridge_map_through_the_sasrec_table(tok):
+    counts = np.arange(N_ITEMS)
+    m = tiny_model(tok, ipl_init="sasrec", prior_counts=counts)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(400, m.H, generator=g) * 3 + 5
+    M, c = torch.randn(8, m.H, generator=g) / m.H ** 0.5, torch.randn(8, generator=g)
+    s = h @ M.T + c                                              # a user state that is exactly linear in h
+    info = m.probe_ipl(h, s)
+    assert info["ridge"] == 1e-3 and info["r2_holdout"] > 0.99
+    x = torch.randn(5, m.H, generator=g) * 3 + 5
+    lin, d = m.ipl.net[0], 8
+    u = x @ lin.weight[:d].T + lin.bias[:d]                      # the probe's prediction of the user state
+    assert torch.allclose(u, x @ M.T + c, atol=0.05)
+    # SiLU(x) - SiLU(-x) = x: the IPL is exactly <E_srs[i], u> + log prior(i) at the start
+    assert torch.allclose(m.ipl(x), u @ m.E_srs.T + hdrec.log_prior(counts), atol=1e-4)
+    # a target unrelated to h: the probe shrinks to the mean state (largest ridge, R^2 near 0 or below)
+    info = m.probe_ipl(h, torch.randn(400, 8, generator=g))
+    assert info["ridge"] == 10.0 and info["r2_holdout"] < 0.05
+    with pytest.raises(ValueError, match="same positions"):
+        m.probe_ipl(h, s[:10])
+    with pytest.raises(ValueError, match="SASRec's width d=8"):
+        m.probe_ipl(h, torch.randn(400, 4))
+
+
+def test_probe_sample_pairs_read_states_with_sasrec_states(tok):
+    from lib.data import Split, pad_left
+    from lib.models.sasrec import SASRec
+    m = tiny_model(tok)
+    train = [np.array([1, 2, 3, 4, 5]), np.array([6, 7, 8]), np.array([9, 10, 11, 1, 2, 3])]
+    sp = Split(train=train, valid=np.array([6, 9, 4]), test=np.array([7, 10, 5]), n_items=N_ITEMS)
+    torch.manual_seed(0)
+    sas = SASRec(N_ITEMS, hidden=8, n_layers=1, n_heads=1, inner=16, max_len=6).eval()
+    h, s = hdrec_train.probe_sample(m, sp, sas, [0, 1, 2], L=3, max_len=6, batch_size=2, progress=False)
+    # windows: user 0 [2,3,4] (3 states), user 1 [6,7] (2), user 2 [1,2] -> last 3 of [9,10,11,1,2]: [11,1,2] (3)
+    assert h.shape == (2 * 8, m.H) and s.shape == (2 * 8, 8)
+    enc0 = sas.encode(pad_left([train[0][:-1]], 6))[0]           # user 0 reads 1,2,3,4: states after 2,3,4
+    assert torch.allclose(s[:3], enc0[-3:], atol=1e-6)
+    m.set_phase("text")
+    b = m.prompts.seq_text([train[0][-4:-1]], [train[0][-3:]])
+    assert torch.allclose(h[:3], m.read_states(b)[0], atol=1e-5)
+    assert torch.equal(s[:8], s[8:])                             # the ID prompts' states pair with the same s

@@ -15,8 +15,10 @@ def test_nb06_smoke_results(smoke_results):
     assert p["T"] >= 2 and len(res["eval_users"]) == p["n_eval_users"]
     assert p["llm_layers"] <= 2 and p["preset"] == "laptop", "smoke keeps at most 2 decoder blocks"
     assert p["ipl_init"] == "sasrec" and p["ipl_standardize"] is True, "the defaults' warm start runs under smoke"
+    assert p["ipl_probe"] is True and p["probe_users"] <= 10, "the default probe start runs under smoke"
+    assert res["probe"]["ridge"] > 0 and res["probe"]["r2_holdout"] <= 1.0
     expected = {"Pop", "SASRec (reference)", "text only", "ID only", "HDRec: its text adapter (alpha = 0)",
-                "HDRec: its ID adapter"}
+                "HDRec: its ID adapter", "text adapter at the start (no step)", "ID adapter at the start (no step)"}
     assert expected <= set(res["test"])
     for prefix in ("HDRec fused", "w/o DLA fused", "w/o KL fused"):
         assert any(k.startswith(prefix) for k in res["test"]), prefix
@@ -25,6 +27,8 @@ def test_nb06_smoke_results(smoke_results):
             assert 0.0 <= v <= 1.0, (name, k, v)
         assert m["HR@10"] <= m["HR@20"] + 1e-12 and m["NDCG@10"] <= m["HR@10"] + 1e-12, name
     assert len(res["fusion_variants"]) == 4
+    starts = [c for t, c in res["claims"].items() if "beats its start" in t]
+    assert len(starts) == 2 and all(c["verdict"] in ("holds", "not here", "reversed", "partly") for c in starts)
     assert all(0.0 <= a <= 1.0 for a in res["best_alpha"].values())
     # DLA histories: both losses and both KL terms, finite, one row per step
     h = res["histories"]["HDRec"]

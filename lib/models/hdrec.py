@@ -143,6 +143,49 @@ class HDRec(nn.Module):
         lin.weight.div_(std)
         lin.bias.sub_(lin.weight @ mean)
 
+    @torch.no_grad()
+    def probe_ipl(self, h: torch.Tensor, s: torch.Tensor, ridges=(1e-3, 1e-2, 1e-1, 1.0, 10.0), holdout: float = 0.2,
+                  seed: int = 0) -> dict:
+        """Start the IPL as a linear probe: logit_i = <E_srs[i], A h + c> + bias_i, with A, c the ridge regression of
+        SASRec's user state s (N, d) on the LLM read state h (N, H) at the same positions of training windows.
+
+        The 2d first hidden units carry +(A h + c) and -(A h + c) and the output layer reads them with +E_srs and
+        -E_srs: SiLU(x) - SiLU(-x) = x, so at the start (eval mode) the IPL is exactly that linear map, and every
+        unit stays trainable. The ridge weight (relative to N) is chosen on a held-out fifth of the sample, which
+        comes from training windows only. Returns {"ridge", "r2_holdout"}. Needs ipl_init='sasrec' or 'prior' for
+        the output bias (the log item prior); other hidden units keep their weights, their output columns are 0."""
+        h, s = h.reshape(-1, h.shape[-1]).double(), s.reshape(-1, s.shape[-1]).double()
+        if len(h) != len(s):
+            raise ValueError(f"h has {len(h)} states, s {len(s)}: they must be the same positions")
+        d, lin, out = s.shape[1], self.ipl.net[0], self.ipl.net[-1]
+        if 2 * d > lin.out_features or d != self.E_srs.shape[1]:
+            raise ValueError(f"the probe needs s of SASRec's width d={self.E_srs.shape[1]} and 2d <= "
+                             f"{lin.out_features} (the IPL's hidden width); got d={d}")
+        mean, std = h.mean(0), h.std(0).clamp(min=1e-3)
+        Z, s_mean = (h - mean) / std, s.mean(0)
+        S = s - s_mean
+        eye = torch.eye(Z.shape[1], dtype=Z.dtype)
+
+        def solve(Zf, Sf, r):
+            return torch.linalg.solve(Zf.T @ Zf + r * len(Zf) * eye, Zf.T @ Sf)          # (H, d)
+
+        perm = torch.randperm(len(Z), generator=torch.Generator().manual_seed(seed))
+        fit_i, hold_i = perm[int(len(Z) * holdout):], perm[:int(len(Z) * holdout)]
+        r2 = {}
+        for r in ridges:
+            B = solve(Z[fit_i], S[fit_i], r)
+            resid = S[hold_i] - Z[hold_i] @ B
+            r2[r] = float(1 - resid.pow(2).sum() / S[hold_i].pow(2).sum())
+        best = max(r2, key=r2.get)
+        B = solve(Z, S, best)
+        W = (B / std[:, None]).T                                                        # (d, H), on raw h
+        b = s_mean - W @ mean
+        lin.weight[:d], lin.bias[:d] = W.float(), b.float()
+        lin.weight[d:2 * d], lin.bias[d:2 * d] = -W.float(), -b.float()
+        out.weight.zero_()
+        out.weight[:, :d], out.weight[:, d:2 * d] = self.E_srs, -self.E_srs
+        return {"ridge": best, "r2_holdout": r2[best], "r2_by_ridge": r2}
+
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """The current phase's cross-entropy at every read position with a target (Eq. 2 / 4 / 5)."""
         return ce_loss(self(batch), batch["targets"])

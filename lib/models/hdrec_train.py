@@ -198,12 +198,38 @@ def read_state_sample(model, batches, n_batches: int = 4) -> torch.Tensor:
     return torch.cat(out)
 
 
+@torch.no_grad()
+def probe_sample(model, split: data.Split, sas, users, L: int, max_len: int, batch_size: int = 8,
+                 adapters=("text", "id"), progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, s): LLM read states (N, H) and SASRec's user states (N, d) at the same positions of the users' last
+    training windows (the windows `training_batches` draws): the state after window item k, through each of
+    `adapters`, paired with SASRec's state after the same item when it reads the user's training history up to
+    there. Rows: every state through the first adapter, then the same positions through the next. The sample for
+    `HDRec.probe_ipl` (training data only)."""
+    model.eval()
+    sas.eval()
+    hs, ss = {a: [] for a in adapters}, []
+    users = np.asarray(users)
+    for start in tqdm(range(0, len(users), batch_size), desc="probe sample", disable=not progress, leave=False):
+        pick = users[start:start + batch_size].tolist()
+        seqs = [split.train[u][-(L + 1):] for u in pick]
+        w, t = [x[:-1] for x in seqs], [x[1:] for x in seqs]
+        n = [len(x) for x in w]
+        hist = data.pad_left([split.train[u][:-1] for u in pick], max_len).to(next(sas.parameters()).device)
+        enc = sas.encode(hist)                                                       # (B, max_len, d)
+        ss.append(torch.cat([enc[b, max_len - k:] for b, k in enumerate(n)]).cpu())  # (sum n, d), window order
+        for a in adapters:
+            model.set_phase(a)
+            b = model.prompts.seq_text(w, t) if a == "text" else model.prompts.seq_id(w, t)
+            hs[a].append(model.read_states(b)[b["targets"] > 0].cpu())               # (sum n, H), same order
+    s = torch.cat(ss)
+    return torch.cat([torch.cat(hs[a]) for a in adapters]), s.repeat(len(adapters), 1)
+
+
 # --------------------------------------------------------------------------- evaluation helpers
 def subset_split(split: data.Split, users) -> data.Split:
     """The same leave-one-out split restricted to `users` (same n_items), so lib.metrics runs unchanged."""
-    users = np.asarray(users)
-    return data.Split(train=[split.train[u] for u in users], valid=split.valid[users], test=split.test[users],
-                      n_items=split.n_items)
+    return split.subset(users)
 
 
 @torch.no_grad()
@@ -212,23 +238,30 @@ def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_s
     """{adapter: {"valid": (U, n_items), "test": (U, n_items)}} IPL logits (padding item set to the row
     minimum, it is masked anyway). One forward per user over the last L+1 items of train + valid: the
     [SEQ] after the last train item predicts the validation item (it sees L items), the [SEQ] after the
-    validation item predicts the test item (causality keeps the two apart)."""
+    validation item predicts the test item (causality keeps the two apart). Users are batched in order of prompt
+    length (less padding: ~19 % fewer tokens for whole titles at batch 32); the rows come back in the users' order."""
     hist = sub.history("test")
+    wins = [h[-(L + 1):] for h in hist]
     model.eval()
     out = {}
     for a in adapters:
         model.set_phase(a)
+        # users in order of prompt length, so a batch pads little (right padding: the causal states at real positions
+        # do not depend on it); the rows go back to the users' order at the end
+        n_tok = [sum(len(model.prompts.item_tokens[i]) + 1 for i in w) if a == "text" else 2 * len(w) for w in wins]
+        order = np.argsort(n_tok, kind="stable")
         zv, zt = [], []
         for s in tqdm(range(0, sub.n_users, batch_size), desc=f"eval {a}", disable=not progress, leave=False):
-            w = [h[-(L + 1):] for h in hist[s:s + batch_size]]
+            w = [wins[u] for u in order[s:s + batch_size]]
             tg = [np.zeros(len(x), dtype=np.int64) for x in w]
             b = model.prompts.seq_text(w, tg) if a == "text" else model.prompts.seq_id(w, tg)
             z = model(b)                                                         # (B, K, n_items)
             n = torch.tensor([len(x) for x in w], device=z.device)
             rows = torch.arange(len(w), device=z.device)
-            zv.append(z[rows, n - 2])
-            zt.append(z[rows, n - 1])
-        out[a] = {"valid": torch.cat(zv).cpu(), "test": torch.cat(zt).cpu()}
+            zv.append(z[rows, n - 2].cpu())
+            zt.append(z[rows, n - 1].cpu())
+        back = torch.from_numpy(np.argsort(order, kind="stable"))
+        out[a] = {"valid": torch.cat(zv)[back], "test": torch.cat(zt)[back]}
         for st in out[a].values():
             st[:, 0] = st[:, 1:].min(-1).values
     return out
