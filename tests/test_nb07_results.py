@@ -39,3 +39,18 @@ def test_nb07_smoke_results(smoke_results):
     assert all(0 <= v <= 1 for v in res["genre_probe"].values())
     assert len(res["llm_losses"]) == 2 and all(math.isfinite(x) for x in res["llm_losses"])
     assert 0 <= res["toy_right_cloud"]["paired"] <= 1
+
+
+@pytest.mark.notebook
+def test_nb07_smoke_tokenizer_ablations(smoke_results):
+    """Section 7b runs under smoke: every tokenizer variant on the same users, with its own LLM pass and claims."""
+    res = smoke_results(STEM)
+    ab = res["tokenizer_ablations"]
+    assert ab["users"] == 8
+    assert set(ab["variants"]) == {"rho = 0", "rho = 0.2 (defaults)", "rho = 0.4", "K = 1",
+                                   "w/o Encoder (one linear map per token)"}
+    for name, v in ab["variants"].items():
+        assert 0 <= v["NDCG@10"] <= v["HR@10"] <= 1 and 0 <= v["genre hit (test prompts)"] <= 1, name
+        assert math.isfinite(v["L_LLM (last 5 steps)"]) and v["seconds"] > 0, name
+    tok = [c for t, c in res["claims"].items() if t.endswith("(8 users, one seed)")]
+    assert len(tok) == 4 and all(c["n_users"] == 8 for c in tok)
