@@ -6,6 +6,8 @@ windows ``{"item_seq": (B, L), "target_seq": (B, L)}`` and ``full_sort_predict({
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lib import data, metrics
+from lib import data, metrics, utils
 from lib.utils import set_seed
 
 
@@ -152,11 +154,6 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
 
     `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
     start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash."""
-    import hashlib
-    import json
-
-    from lib import utils
-
     data_md5 = hashlib.md5()
     for part in (*split.train, split.valid, split.test):
         data_md5.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")

@@ -265,7 +265,7 @@ def test_eval_logits_reads_valid_and_test_positions(tok):
     model = tiny_model(tok)
     split = data.Split(train=[np.array([1, 2, 3, 4]), np.array([5, 6])], valid=np.array([7, 8]),
                        test=np.array([9, 10]), n_items=N_ITEMS)
-    sub = hdrec_train.subset_split(split, [1])
+    sub = split.subset([1])
     assert sub.n_users == 1 and sub.test.tolist() == [10] and sub.n_items == N_ITEMS
     out = hdrec_train.eval_logits(model, split, L=2, progress=False)
     assert out["text"]["valid"].shape == (2, N_ITEMS) and out["id"]["test"].shape == (2, N_ITEMS)

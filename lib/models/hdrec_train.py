@@ -227,11 +227,6 @@ def probe_sample(model, split: data.Split, sas, users, L: int, max_len: int, bat
 
 
 # --------------------------------------------------------------------------- evaluation helpers
-def subset_split(split: data.Split, users) -> data.Split:
-    """The same leave-one-out split restricted to `users` (same n_items), so lib.metrics runs unchanged."""
-    return split.subset(users)
-
-
 @torch.no_grad()
 def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_size: int = 8,
                 progress: bool = True) -> dict:
