@@ -145,7 +145,7 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
 
 
 def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, progress: bool = True,
-               device="cpu", **fit_kwargs):
+               device="cpu", fit_fn=None, **fit_kwargs):
     """(model, FitResult, cached) for `build()` trained by `fit(model, split, seed=seed, **fit_kwargs)`, through
     data/cache: the state and the FitResult (history included) are stored under a hash of `key` (what names the
     model: its class, configuration and dataset), the seed and the fit arguments, so another notebook (or a
@@ -153,11 +153,14 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
     is the one notebook 06 reads.
 
     `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
-    start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash."""
+    start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash.
+    fit_fn: the training loop when it is not `fit` (LightGCN's, which scores by user id), called the same way and
+    returning a FitResult; its name is part of the key."""
     data_md5 = hashlib.md5()
     for part in (*split.train, split.valid, split.test):
         data_md5.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
-    ident = json.dumps({"key": key, "seed": seed, "fit": fit_kwargs, "data": data_md5.hexdigest()},
+    named = {} if fit_fn is None else {"fit_fn": f"{fit_fn.__module__}.{fit_fn.__qualname__}"}
+    ident = json.dumps({"key": key, "seed": seed, "fit": fit_kwargs, "data": data_md5.hexdigest(), **named},
                        sort_keys=True, default=str)
     path = utils.CACHE / f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"
     set_seed(seed)
@@ -173,7 +176,7 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
             print(f"cache {path.name} unreadable ({type(e).__name__}: {e}); training again")
             set_seed(seed)
             model = build()
-    result = fit(model, split, seed=seed, device=device, progress=progress, **fit_kwargs)
+    result = (fit_fn or fit)(model, split, seed=seed, device=device, progress=progress, **fit_kwargs)
     if use_cache:
         utils.atomic_torch_save({"ident": ident, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                  "fit": dict(result.__dict__)}, path)

@@ -51,6 +51,29 @@ def test_bpr_loss_by_hand_and_negatives_are_unseen():
     assert (neg[:3] == 2).all() and (neg[3] == 1).all(), "only unseen items are drawn"
 
 
+def test_lightgcn_fit_goes_through_fit_cached(tmp_path, monkeypatch):
+    from lib import train, utils
+    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    rng = np.random.default_rng(0)
+    seqs = [rng.permutation(np.arange(1, 9))[:6] for _ in range(12)]
+    sp = data.Split(train=[s[:-2] for s in seqs], valid=np.array([s[-2] for s in seqs]),
+                    test=np.array([s[-1] for s in seqs]), n_items=9)
+    A = lightgcn.norm_adjacency(sp.train, 9)
+    build = lambda: lightgcn.LightGCN(12, 9, A, dim=4, n_layers=1)
+    kw = dict(key={"model": "LightGCN"}, fit_fn=lightgcn.fit, epochs=3, batch_size=16, patience=3, progress=False)
+    m1, r1, c1 = train.fit_cached(build, sp, seed=5, **kw)
+    m2, r2, c2 = train.fit_cached(build, sp, seed=5, **kw)
+    assert (c1, c2) == (False, True) and isinstance(r2, train.FitResult)
+    assert r2.history == r1.history and 0 < r1.seconds_to_best <= r1.seconds
+    assert torch.equal(m1.E0.weight, m2.E0.weight)
+    # the same arguments with the default loop are another entry (the fit function is part of the key)
+    kw.pop("fit_fn")
+    with pytest.raises(AttributeError, match="calculate_loss"):   # SASRec's loop cannot train it: not read back
+        train.fit_cached(build, sp, seed=5, max_len=4, **kw)
+    with pytest.raises(ValueError, match="CPU only"):
+        lightgcn.fit(build(), sp, device="cuda", epochs=1, progress=False)
+
+
 # --------------------------------------------------------------------------- the BPR diffusion term
 class Echo(torch.nn.Module):
     """f(x_t, t, c) = x_t: a denoiser whose errors can be computed by hand."""
