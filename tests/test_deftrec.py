@@ -51,6 +51,12 @@ def test_bpr_loss_by_hand_and_negatives_are_unseen():
     assert (neg[:3] == 2).all() and (neg[3] == 1).all(), "only unseen items are drawn"
 
 
+def test_lightgcn_fit_defaults_are_the_train_defaults():
+    import inspect
+    sig = inspect.signature(lightgcn.fit).parameters
+    assert {k: sig[k].default for k in lightgcn.TRAIN_DEFAULTS} == lightgcn.TRAIN_DEFAULTS
+
+
 def test_lightgcn_fit_goes_through_fit_cached(tmp_path, monkeypatch):
     from lib import train, utils
     monkeypatch.setattr(utils, "CACHE", tmp_path)

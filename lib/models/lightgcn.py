@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -130,8 +131,8 @@ def seen_matrix(train: list[np.ndarray], n_items: int) -> np.ndarray:
     return seen
 
 
-def fit(model: LightGCN, split: data.Split, *, epochs: int = 300, batch_size: int = 4096, lr: float = 1e-3,
-        reg: float = 1e-4, patience: int = 10, seed: int = 0, progress: bool = True, max_batches: int | None = None,
+def fit(model: LightGCN, split: data.Split, *, epochs: int = 300, batch_size: int = 4096, lr: float = 1e-2,
+        reg: float = 1e-4, patience: int = 20, seed: int = 0, progress: bool = True, max_batches: int | None = None,
         desc: str = "LightGCN", device="cpu") -> FitResult:
     """BPR over every training interaction once per epoch (one fresh negative each), validation NDCG@10 after
     each epoch, the best epoch's weights restored; returns lib.train's FitResult, so `train.fit_cached(...,
