@@ -154,12 +154,18 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
 
     `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
     start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash.
-    fit_fn: the training loop when it is not `fit` (LightGCN's, which scores by user id), called the same way and
-    returning a FitResult; its name is part of the key."""
+    fit_fn: the training loop when it is not `fit` (LightGCN's, which scores by user id; CPU only), called the same
+    way and returning a FitResult; a module-level function, since its name is part of the key."""
     data_md5 = hashlib.md5()
     for part in (*split.train, split.valid, split.test):
         data_md5.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
-    named = {} if fit_fn is None else {"fit_fn": f"{fit_fn.__module__}.{fit_fn.__qualname__}"}
+    fit_fn = None if fit_fn is fit else fit_fn            # passing `fit` itself keys like the default
+    name = getattr(fit_fn, "__qualname__", "<no name>")
+    if fit_fn is not None and ("<lambda>" in name or "<locals>" in name or name == "<no name>"):
+        raise ValueError(f"fit_fn must be a module-level function, got {fit_fn!r}: its name is part of the cache key, "
+                         "so a lambda, closure or functools.partial could read another one's fit; pass its arguments "
+                         "to fit_cached as keywords instead")
+    named = {} if fit_fn is None else {"fit_fn": f"{fit_fn.__module__}.{name}"}
     ident = json.dumps({"key": key, "seed": seed, "fit": fit_kwargs, "data": data_md5.hexdigest(), **named},
                        sort_keys=True, default=str)
     path = utils.CACHE / f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"

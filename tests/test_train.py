@@ -86,6 +86,7 @@ def test_fit_cached_trains_once_then_loads_the_same_model(tmp_path, monkeypatch)
     torch.manual_seed(99)                                  # a different global state must not matter
     m2, r2, c2 = train.fit_cached(lambda: model(sp), sp, seed=3, key=key, **kw)
     assert (c1, c2) == (False, True)
+    assert train.fit_cached(lambda: model(sp), sp, seed=3, key=key, fit_fn=train.fit, **kw)[2] is True   # same key
     assert r2.history == r1.history and r2.best_epoch == r1.best_epoch and r2.best_valid == r1.best_valid
     for k, v in m1.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k]), k
