@@ -28,6 +28,11 @@ class FitResult:
     seconds: float = 0.0                  # wall time of the whole fit
     seconds_to_best: float = 0.0          # wall time until the end of the best epoch (its evaluation included)
 
+    def summary(self) -> dict:
+        """The line a results file keeps of a fit: best epoch, epochs run, seconds, best validation NDCG@10."""
+        return {"best_epoch": self.best_epoch, "epochs_run": len(self.history), "seconds": self.seconds,
+                "valid_NDCG@10": self.best_valid["NDCG@10"]}
+
 
 def sequence_scorer(model, split, max_len: int, device="cpu", batch_size: int = 512):
     """score_fn(users, stage) for lib.metrics: the model reads each user's history (last max_len items)."""

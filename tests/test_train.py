@@ -88,6 +88,8 @@ def test_fit_cached_trains_once_then_loads_the_same_model(tmp_path, monkeypatch)
     assert (c1, c2) == (False, True)
     assert train.fit_cached(lambda: model(sp), sp, seed=3, key=key, fit_fn=train.fit, **kw)[2] is True   # same key
     assert r2.history == r1.history and r2.best_epoch == r1.best_epoch and r2.best_valid == r1.best_valid
+    assert r2.summary() == {"best_epoch": r1.best_epoch, "epochs_run": 2, "seconds": r1.seconds,
+                            "valid_NDCG@10": r1.best_valid["NDCG@10"]}           # 2 epochs, no early stop
     for k, v in m1.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k]), k
     # a fresh fit under the same seed starts from the same weights as the cached one did
