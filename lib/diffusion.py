@@ -25,6 +25,8 @@ import torch.nn.functional as F
 SCHEDULES = ("linear", "cosine", "exp")
 PREDICTION_TYPES = ("epsilon", "sample")
 SPACINGS = ("leading", "trailing", "linspace")
+SCALES = ("paper", "code")           # bpr_diffusion_loss: squared norms in both terms (DeftRec Eq. 10, 12-13);
+                                     # per-coordinate means in both (DeftRec's released code, F.mse_loss)
 # Sampling from pure N(0, I) is only right where the forward process has (nearly) destroyed the signal:
 # `sample` refuses a pure-noise start at a step whose alpha_bar is above this bound unless told otherwise.
 MAX_START_ALPHA_BAR = 0.05
@@ -319,21 +321,27 @@ def diffusion_loss(model, scheduler: Scheduler, x0: torch.Tensor, cond: torch.Te
 def bpr_diffusion_loss(model, scheduler: Scheduler, x0_pos: torch.Tensor, x0_neg: torch.Tensor,
                        cond: torch.Tensor | None = None, p_uncond: float = 0.0,
                        generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                       eps: torch.Tensor | None = None, reduce: str = "row") -> dict:
+                       eps: torch.Tensor | None = None, reduce: str = "row", scale: str = "paper") -> dict:
     """DeftRec's contrastive denoising (Eq. 10-13): the positive and its negatives are noised with the SAME t and
     the SAME eps, and the denoiser must fit the positive better than each negative under the user's condition.
 
     x0_pos: (B, D) positive targets q+ (Eq. 8); x0_neg: (B, M, D) M negatives per row (or (B, D) for one: Eq. 13's
     mean negative q- = mean_j q_j-, the caller averages). With err(x) = ||f_theta(x_t, t, c) - target||^2, the
-    squared norm as in Eq. 12-13 (target eps, or x0 for 'sample'):
-      "diff" = mean_b err(q+_b) / D                    (Eq. 10, divided by D as diffusion_loss does)
-      "neg"  = mean_b mean_m -log sigma(err(q-_bm) - err(q+_b))          (reduce='row': Eq. 13, or Eq. 12 with M > 1)
-               -log sigma(mean_bm err(q-) - mean_b err(q+))              (reduce='batch': the released code)
-      "err_pos" (B,), "err_neg" (B, M): the squared norms, detached, for plots.
+    squared norm as in Eq. 10 and Eq. 12-13 (target eps, or x0 for 'sample'), and e(x) the error on `scale`:
+    e = err (scale='paper': squared norms, as Eq. 10 and Eq. 13 write both terms) or e = err / D (scale='code':
+    per-coordinate means in both, the released code's F.mse_loss, and diffusion_loss's scale):
+      "diff" = mean_b e(q+_b)                                            (Eq. 10)
+      "neg"  = mean_b mean_m -log sigma(e(q-_bm) - e(q+_b))              (reduce='row': Eq. 13, or Eq. 12 with M > 1)
+               -log sigma(mean_bm e(q-) - mean_b e(q+))                  (reduce='batch': the released code)
+      "err_pos" (B,), "err_neg" (B, M): the squared norms err (whatever the scale), detached, for plots.
+    Both terms are on ONE scale, so gamma2 in Eq. 15 weighs L_Neg against L_Diff the same for any D.
     t (B,) and eps (B, D) may be given (tests); otherwise drawn from `generator`. A dropped condition (CFG,
     p_uncond) is dropped for the positive and its negatives alike."""
     if reduce not in ("row", "batch"):
         raise ValueError(f"reduce must be 'row' (the paper) or 'batch' (the released code), got {reduce!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be 'paper' (squared norms in both terms, Eq. 10 and 13) or 'code' "
+                         f"(per-coordinate means in both, the released code), got {scale!r}")
     if not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
     if x0_neg.dim() == 2:
@@ -363,13 +371,17 @@ def bpr_diffusion_loss(model, scheduler: Scheduler, x0_pos: torch.Tensor, x0_neg
             kwargs["drop_cond"] = drop[:, None].expand(B, 1 + M).reshape(-1)
     out = model(x_t, t_all, c_all, **kwargs).reshape(B, 1 + M, D)
     target = eps_all if scheduler.prediction_type == "epsilon" else x_all
-    err = (out - target).pow(2).sum(-1)                                                            # (B, 1+M)
-    err_pos, err_neg = err[:, 0], err[:, 1:]
+    err = (out - target).pow(2).sum(-1)                       # (B, 1+M) ||f_theta - target||^2, Eq. 10 and 12-13
+    # one scale for L_Diff and for the errors inside L_Neg's sigmoid: the paper's squared norms (Eq. 10, Eq. 13), or
+    # the released code's F.mse_loss in both (a mean over the D coordinates: err / D)
+    e = err if scale == "paper" else err / D                                                       # (B, 1+M)
+    e_pos, e_neg = e[:, 0], e[:, 1:]                                                               # (B,), (B, M)
     if reduce == "row":
-        neg = -F.logsigmoid(err_neg - err_pos[:, None]).mean()                                      # Eq. 13
+        neg = -F.logsigmoid(e_neg - e_pos[:, None]).mean()                                          # Eq. 12-13
     else:
-        neg = -F.logsigmoid(err_neg.mean() - err_pos.mean())
-    return {"diff": err_pos.mean() / D, "neg": neg, "err_pos": err_pos.detach(), "err_neg": err_neg.detach()}
+        neg = -F.logsigmoid(e_neg.mean() - e_pos.mean())                                            # released code
+    return {"diff": e_pos.mean(), "neg": neg,                                                       # Eq. 10, Eq. 13
+            "err_pos": err[:, 0].detach(), "err_neg": err[:, 1:].detach()}
 
 
 # --------------------------------------------------------------------------- sampling

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lib import data, diffusion, llm
 from lib.models import deftrec, lightgcn
@@ -100,12 +101,23 @@ def test_bpr_diffusion_loss_against_hand_numbers_with_shared_t_and_noise():
     q_neg = torch.tensor([[[0.0, 2.0]]])
     eps = torch.tensor([[0.5, -1.0]])
     out = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=torch.tensor([3]), eps=eps)
-    # epsilon target: err = ||a q + s eps - eps||^2 with the SAME t and eps for both (Eq. 12-13: squared norms)
+    code = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=torch.tensor([3]), eps=eps, scale="code")
+    # epsilon target: err = ||a q + s eps - eps||^2 with the SAME t and eps for both (Eq. 12-13: squared norms),
+    # written out coordinate by coordinate (D = 2)
     err = lambda q: sum((a * q[d] + (s - 1) * eps[0, d].item()) ** 2 for d in range(2))
     ep, en = err([1.0, 0.0]), err([0.0, 2.0])
-    assert abs(out["diff"].item() - ep / 2) < 1e-6, "L_Diff is divided by D, as diffusion_loss"
-    assert abs(out["neg"].item() - (-math.log(1 / (1 + math.exp(-(en - ep)))))) < 1e-6    # Eq. 13
-    assert out["err_neg"].shape == (1, 1) and abs(out["err_pos"].item() - ep) < 1e-6
+    nls = lambda x: -math.log(1 / (1 + math.exp(-x)))                                    # -log sigma(x)
+    # the paper (default): squared norms in both terms, Eq. 10 and Eq. 13
+    assert abs(out["diff"].item() - ep) < 1e-6, "L_Diff is the squared norm of Eq. 10, as inside L_Neg"
+    assert abs(out["neg"].item() - nls(en - ep)) < 1e-6                                   # Eq. 13
+    # the released code: per-coordinate means (F.mse_loss) in both terms, err / D with D = 2
+    assert abs(code["diff"].item() - ep / 2) < 1e-6
+    assert abs(code["neg"].item() - nls((en - ep) / 2)) < 1e-6
+    for o in (out, code):                                                    # the plotted errors: squared norms
+        assert o["err_neg"].shape == (1, 1)
+        assert abs(o["err_pos"].item() - ep) < 1e-6 and abs(o["err_neg"].item() - en) < 1e-6
+    with pytest.raises(ValueError, match="scale must be 'paper'"):
+        diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=torch.tensor([3]), eps=eps, scale="mean")
 
 
 def test_bpr_diffusion_loss_row_and_batch_reductions():
@@ -122,6 +134,32 @@ def test_bpr_diffusion_loss_row_and_batch_reductions():
     assert abs(bat["neg"].item() + math.log(sig(float(en.mean() - ep.mean())))) < 1e-6
     with pytest.raises(ValueError, match="reduce must be 'row'"):
         diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=t, eps=eps, reduce="mean")
+
+
+@pytest.mark.parametrize("D", [3, 64])
+@pytest.mark.parametrize("scale", [None, "paper", "code"])               # None: the default, the paper's
+@pytest.mark.parametrize("reduce", ["row", "batch"])
+def test_bpr_term_and_diffusion_term_share_one_scale(D, scale, reduce):
+    """Issue 24: L_Diff and the errors inside L_Neg's sigmoid are on ONE scale, for any D. With
+    s = diff / mean_b err_pos (err_pos: the squared norms), L_Neg = mean -log sigma(s (err_neg - err_pos)):
+    s = 1 with squared norms in both terms (Eq. 10, 12-13), s = 1 / D with per-coordinate means in both (the
+    released code's F.mse_loss). Before the fix, diff was divided by D and the sigmoid was not (s = 1 / D with
+    the raw norms inside: the BPR term weighed D times too much)."""
+    g = torch.Generator().manual_seed(D)
+    B, M = 5, 2
+    sched = diffusion.Scheduler(10, "linear", beta_start=0.1, beta_end=0.5)
+    q_pos, q_neg = torch.randn(B, D, generator=g), 0.3 * torch.randn(B, M, D, generator=g)
+    t, eps = torch.randint(0, 10, (B,), generator=g), torch.randn(B, D, generator=g)
+    kw = {} if scale is None else {"scale": scale}
+    out = diffusion.bpr_diffusion_loss(Echo(), sched, q_pos, q_neg, t=t, eps=eps, reduce=reduce, **kw)
+    ep, en = out["err_pos"].double(), out["err_neg"].double()                          # (B,), (B, M)
+    s = out["diff"].item() / ep.mean().item()
+    if reduce == "row":                                                                # Eq. 12-13
+        want = -F.logsigmoid(s * (en - ep[:, None])).mean().item()
+    else:                                                                              # the released code
+        want = -F.logsigmoid(s * (en.mean() - ep.mean())).item()
+    assert abs(out["neg"].item() - want) < 1e-5 * max(1.0, abs(want)), f"L_Neg is not on L_Diff's scale s = {s}"
+    assert abs(s - (1 / D if scale == "code" else 1.0)) < 1e-5, "paper: squared norms; code: per-coordinate means"
 
 
 def test_shared_noise_makes_identical_items_a_coin_flip():
@@ -152,6 +190,37 @@ def test_all_pairs_loss_pairs_every_condition_with_every_target():
     term = lambda i, j: ((ab[i].sqrt() * q[j] + (1 - ab[i]).sqrt() * eps[j] + c[i] - eps[j]) ** 2).mean().item()
     assert abs(loss.item() - np.mean([term(i, j) for i in range(2) for j in range(2)])) < 1e-6
     assert abs(loss.item() - np.mean([term(i, i) for i in range(2)])) > 1e-3, "not the paired loss"
+    paper = deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="paper")
+    assert abs(paper.item() - 2 * loss.item()) < 1e-6, "'paper': squared norms, D = 2 times the mean"
+    with pytest.raises(ValueError, match="scale must be one of"):
+        deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="mean")
+
+
+@pytest.mark.parametrize("pairing", ["paired", "all"])
+@pytest.mark.parametrize("scale", ["paper", "code"])
+def test_train_diffusion_puts_both_terms_on_its_scale(monkeypatch, pairing, scale):
+    """train_diffusion hands its scale to L_Diff (bpr_diffusion_loss, or _all_pairs_loss for pairing='all') and to
+    L_Neg alike: the released code's row (pairing='all', negatives='batch_mean') needs scale='code' for both."""
+    seen_scales = []
+    real_bpr, real_all = diffusion.bpr_diffusion_loss, deftrec._all_pairs_loss
+    monkeypatch.setattr(diffusion, "bpr_diffusion_loss",
+                        lambda *a, **k: seen_scales.append(("neg", k["scale"])) or real_bpr(*a, **k))
+    monkeypatch.setattr(deftrec, "_all_pairs_loss",
+                        lambda *a, **k: seen_scales.append(("diff", k["scale"])) or real_all(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    Q = torch.randn(7, 4, generator=g)
+    users, pos = np.arange(6) % 3, np.arange(6) % 6 + 1
+    seen = lightgcn.seen_matrix([np.array([1]), np.array([2]), np.array([3])], 7)
+    net, hist = deftrec.train_diffusion(torch.randn(6, 3, generator=g), pos, users, Q, seen,
+                                        diffusion.Scheduler(10, "linear"), lambda n: 0.0, n_neg=2, pairing=pairing,
+                                        negatives="batch_mean" if pairing == "all" else "mean", epochs=1,
+                                        batch_size=3, hidden=8, progress=False, scale=scale)
+    assert len(hist) == 1 and seen_scales and {s for _, s in seen_scales} == {scale}
+    if pairing == "all":
+        assert {w for w, _ in seen_scales} == {"diff", "neg"}
+    with pytest.raises(ValueError, match="scale must be one of"):
+        deftrec.train_diffusion(None, pos, users, Q, seen, diffusion.Scheduler(10, "linear"), lambda n: 0.0,
+                                epochs=1, progress=False, scale="mean")
 
 
 # --------------------------------------------------------------------------- tokenizer and retriever

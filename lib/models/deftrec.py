@@ -12,7 +12,8 @@ hybrid retriever. Built step by step in notebook 07.
   on it, a leak), 'minilm', 'none'.
 * ``train_diffusion`` (Eq. 8-13, 15): target q+ = the next item's CF embedding, shared t and eps for q+ and the
   negatives (``lib.diffusion.bpr_diffusion_loss``); the released code's pairing (every condition with every target
-  of the batch) and mean-of-negatives as options. ``train_regressor``: the w/o Diffusion ablation.
+  of the batch), mean-of-negatives and loss scale (per-coordinate means in both terms) as options.
+  ``train_regressor``: the w/o Diffusion ablation.
 * ``retrieve`` (Eq. 14): cos(y, q_j) (1 + pi [item j has the named genre]).
 """
 from __future__ import annotations
@@ -266,11 +267,14 @@ def condition(source: str, enc: dict | None, answers: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------- diffusion (Eq. 8-13, 15)
-def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = None):
+def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = None, scale: str = "code"):
     """The released code's broadcast: noise coefficients of shape (B, 1, 1) against x of (B, D) make x_t (B, B, D),
     so condition i meets every target j of the batch (1 pair in B matches): it learns the marginal.
     max_pairs: average over that many random targets j per row instead of all B (an unbiased estimate of the same
-    loss at a fraction of its B^2 cost); None: all of them."""
+    loss at a fraction of its B^2 cost); None: all of them. scale (diffusion.SCALES): 'code' (default) the released
+    code's F.mse_loss, a mean over pairs and coordinates; 'paper' the squared norm of Eq. 10, D times that."""
+    if scale not in diffusion.SCALES:
+        raise ValueError(f"scale must be one of {diffusion.SCALES}, got {scale!r}")
     B, D = q_pos.shape
     t = torch.randint(0, sched.num_train_timesteps, (B,), generator=generator)
     eps = diffusion.randn(q_pos.shape, generator)
@@ -284,7 +288,8 @@ def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = 
     c = None if cond is None else cond[:, None].expand(B, P, cond.shape[1]).reshape(B * P, -1)
     out = net(x_t.reshape(B * P, D), t[:, None].expand(B, P).reshape(-1), c).view(B, P, D)
     target = eps[j] if sched.prediction_type == "epsilon" else q_pos[j]
-    return (out - target).pow(2).mean()
+    err = (out - target).pow(2).sum(-1)                                            # (B, P) squared norms, Eq. 10
+    return err.mean() if scale == "paper" else err.mean() / D                      # 'code': F.mse_loss
 
 
 def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarray, Q: torch.Tensor,
@@ -292,17 +297,24 @@ def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarra
                     n_neg: int = 10, negatives: str = "mean", pairing: str = "paired", epochs: int = 200,
                     batch_size: int = 256, lr: float = 1e-3, hidden: int = 256, p_uncond: float = 0.0,
                     eval_every: int = 10, patience: int = 5, seed: int = 0, progress: bool = True,
-                    desc: str = "diffusion", all_pairs_sample: int | None = 16) -> tuple[diffusion.Denoiser, list[dict]]:
+                    desc: str = "diffusion", all_pairs_sample: int | None = 16,
+                    scale: str = "paper") -> tuple[diffusion.Denoiser, list[dict]]:
     """Train a conditional denoiser on (c, q+ = Q[pos]) pairs with L_Diff + gamma2 L_Neg (Eq. 15 without
     gamma1 L_LLM: the LLM is trained before and frozen here, see the notebook). cond: (N, C) or None, row n for
     pair n. Negatives: n_neg items the user has not seen, drawn afresh each epoch; 'mean' denoises their mean
     (Eq. 13, the paper's single negative per sample), 'each' every one (Eq. 12), 'batch_mean' one mean for the
     whole batch with batch-mean errors (the released code). pairing='all': the released code's B x B pairing,
     estimated from all_pairs_sample random targets per row (None: all B). p_uncond > 0 trains a null condition
-    (CFG; not in the paper). valid_fn(denoiser) -> validation NDCG@10, every eval_every epochs; the best is kept."""
+    (CFG; not in the paper). scale: the one scale of L_Diff and of the errors inside L_Neg (diffusion.SCALES):
+    'paper' squared norms in both (Eq. 10, 13), 'code' per-coordinate means in both (the released code's
+    F.mse_loss); either way gamma2 weighs the two terms alike for any D.
+    valid_fn(denoiser) -> validation NDCG@10, every eval_every epochs; the best is kept."""
     if pairing not in PAIRINGS or negatives not in NEGATIVES:
         raise ValueError(f"pairing must be one of {PAIRINGS} and negatives one of {NEGATIVES}, "
                          f"got {pairing!r}, {negatives!r}")
+    if scale not in diffusion.SCALES:
+        raise ValueError(f"scale must be one of {diffusion.SCALES} ('paper': squared norms in both terms, 'code': "
+                         f"per-coordinate means in both, the released code), got {scale!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -325,13 +337,15 @@ def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarra
                 q_neg = q_neg.mean((0, 1), keepdim=True).expand(len(idx), 1, D)
             reduce = "batch" if negatives == "batch_mean" else "row"
             if pairing == "all":
-                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample)
+                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample, scale=scale)
                 l_neg = torch.zeros(())
-                if gamma2:
-                    l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce)["neg"]
+                if gamma2:                                             # on l_diff's scale
+                    l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
+                                                         scale=scale)["neg"]
                 out = {"diff": l_diff, "neg": l_neg, "err_pos": torch.zeros(1), "err_neg": torch.zeros(1, 1)}
             else:
-                out = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce)
+                out = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
+                                                   scale=scale)
             loss = out["diff"] + gamma2 * out["neg"]                                  # Eq. 15
             opt.zero_grad(set_to_none=True)
             loss.backward()
