@@ -1,16 +1,17 @@
 """Every method of the suite side by side, from the notebooks' results files (notebook 08, `make site`).
 
 Nothing here trains or types a number of ours: rows come from `<output_dir>/<stem>.json` as each notebook wrote it,
-comparisons from their per-user ranks through `lib.metrics.compare` (on the users both rows evaluated). The paper
-numbers and the external references below are quotations, named as such.
+read through `lib.results` (the schema: methods, claims by id, provenance), comparisons from their per-user ranks
+through `lib.metrics.compare` (on the users both rows evaluated). The papers' numbers live in `lib.claims`; the
+external references below are quotations, named as such.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from lib import metrics, utils
+from lib import claims as claims_registry
+from lib import metrics, results
 
-N_USERS_ML100K = 943
 EXPECTED = ("01_sasrec_baseline", "02_dual_view_fusion", "03_diffusion_trajectories", "04_intent_clusters",
             "05_adarec_adaptive_depth", "06_hdrec_dual_lora", "07_deftrec_contrastive_diffusion")
 
@@ -19,76 +20,23 @@ EXPECTED = ("01_sasrec_baseline", "02_dual_view_fusion", "03_diffusion_trajector
 EXTERNAL = [{"method": "RecBole 1.2.1 SASRec (quoted)", "NDCG@10": 0.1030, "source": "RecBole 1.2.1, ML-100K, same protocol"},
             {"method": "RecBole 1.2.1 BPR-MF (quoted)", "NDCG@10": 0.0631, "source": "RecBole 1.2.1, ML-100K, same protocol"}]
 
-# the papers' own numbers for the headline claims each notebook tests (quoted from ../shared/papers)
-PAPER = {
-    ("02_dual_view_fusion", "gated beats ID-only, overall ("): "LLMDiRec +2.7% NDCG@10 over InDiRec (ML-1M, Table 2)",
-    ("02_dual_view_fusion", "gated beats ID-only on tail items"): "tail HR@10 0.0550 -> 0.1429, +160% (ML-1M, Table 3)",
-    ("02_dual_view_fusion", "L_align helps"): "w/o L_align costs 4-6% on the Amazon sets (Table 4)",
-    ("03_diffusion_trajectories", "x0_hat at the highest noise keeps"): "ADARec: 'predictive relevance is maintained' at high noise (no number)",
-    ("04_intent_clusters", "LLMDiRec beats its ID-only twin"): "+2-7% NDCG@10 over InDiRec (Table 2)",
-    ("04_intent_clusters", "diffusion + L_cl help"): "the method's core (no ablation number for it)",
-    ("05_adarec_adaptive_depth", "ADARec beats SASRec at L"): "+10-20% over the best diffusion baseline on histories of at most 5 (Table 2)",
-    ("05_adarec_adaptive_depth", "full ADARec beats w/o HDA"): "Beauty NDCG@20 0.0568 vs 0.0528 (Table 4)",
-    ("06_hdrec_dual_lora", "HDRec beats SASRec"): "HDRec far above SASRec on Amazon sets (Table 3)",
-    ("06_hdrec_dual_lora", "HDRec beats w/o DLA"): "w/o DLA is the worst ablation (Fig. 4)",
-    ("07_deftrec_contrastive_diffusion", "DeftRec beats LightGCN (Table 2), NDCG@10"): "NDCG@10 0.0633 -> 0.0863 (Software, Table 2)",
-    ("07_deftrec_contrastive_diffusion", "BPR term helps"): "w/o BPR HR@10 0.1475 vs 0.1584 (Software, Table 5)",
-    ("07_deftrec_contrastive_diffusion", "diffusion helps"): "w/o Diffusion HR@10 0.1443 vs 0.1584 (Software, Table 5)",
-    ("07_deftrec_contrastive_diffusion", "CF targets help"): "w/o CF HR@10 0.1217 vs 0.1584 (Software, Table 5)",
-}
-
 
 def load_all(output_dir="runs") -> tuple[dict, list[str]]:
-    """({stem: results} for every expected notebook whose results file exists, [stems that are missing])."""
-    found = {s: r for s in EXPECTED if (r := utils.load_results(output_dir, s)) is not None}
+    """({stem: results} for every expected notebook whose results file exists, [stems that are missing]); every
+    file is read through `lib.results.load`, which checks the schema."""
+    found = {s: r for s in EXPECTED if (r := results.load(output_dir, s)) is not None}
     return found, [s for s in EXPECTED if s not in found]
 
 
-def _full_ranks(ranks, users, n=N_USERS_ML100K) -> list:
-    """Ranks of a subset of users (in `users` order) as a list over all n users, None where not evaluated."""
-    out = [None] * n
-    for u, r in zip(users, ranks):
-        out[int(u)] = r
-    return out
-
-
 def method_rows(found: dict) -> list[dict]:
-    """One dict per method: notebook, method, setting, runs (evaluate dicts with per-user "ranks" over all users),
-    reference (the method its forest-plot difference is taken against)."""
+    """One dict per method of every results file: notebook, method, setting, runs (with per-user ranks over the
+    file's n_users), reference ((stem, method) its forest-plot difference is taken against, or None)."""
     rows = []
-
-    def add(stem, method, runs, setting, ref=("01_sasrec_baseline", "SASRec")):
-        runs = [r for r in runs if "ranks" in r]
-        if runs:
-            rows.append({"notebook": stem, "method": method, "runs": runs, "setting": setting, "reference": ref})
-
-    if (r := found.get("01_sasrec_baseline")):
-        p = r["params"]
-        sched = f"{p.get('decay_epochs', '?')}-epoch schedule"
-        add("01_sasrec_baseline", "SASRec", r["sasrec"]["runs"], f"{sched}, {len(r['seeds'])} seeds, all users", None)
-        add("01_sasrec_baseline", "Pop", [r["pop"]], "no training, all users")
-    if (r := found.get("02_dual_view_fusion")):
-        for name, v in r["variants"].items():
-            add("02_dual_view_fusion", name, v["runs"], f"{len(v['runs'])} seed(s), trained to the end of the schedule")
-    if (r := found.get("04_intent_clusters")):
-        for name, v in r["models"].items():
-            add("04_intent_clusters", name, v["runs"], f"{len(v['runs'])} seed(s)")
-        for name, v in r.get("ablations", {}).items():
-            add("04_intent_clusters", f"LLMDiRec {name}", v["runs"], "1 seed (ablation)")
-    if (r := found.get("05_adarec_adaptive_depth")):
-        for name, v in r["models"].items():
-            add("05_adarec_adaptive_depth", name, v["runs"], f"last {r['L']} items read, {len(v['runs'])} seed(s)",
-                ("05_adarec_adaptive_depth", "SASRec"))
-    if (r := found.get("06_hdrec_dual_lora")):
-        users = r["eval_users"]
-        for name, ranks in r.get("test_ranks", {}).items():
-            run = {"overall": r["test"][name], "ranks": _full_ranks(ranks, users)}
-            add("06_hdrec_dual_lora", name, [run], f"{len(users)} evaluation users only, {r['params']['steps']} steps, 1 seed")
-    if (r := found.get("07_deftrec_contrastive_diffusion")):
-        for name, v in r["models"].items():
-            if name not in ("SASRec (notebook 01)", "Pop"):          # 01's rows, already listed
-                add("07_deftrec_contrastive_diffusion", name, v["runs"],
-                    f"{len(v['runs'])} seed(s), LLM cut to {r['params']['llm_layers']} blocks")
+    for stem, r in found.items():
+        for name, m in r.get("methods", {}).items():
+            ref = tuple(m["reference"].split("/", 1)) if m.get("reference") else None
+            rows.append({"notebook": stem, "method": name, "runs": m["runs"], "setting": m["setting"],
+                         "reference": ref, "n_users": r["n_users"]})
     return rows
 
 
@@ -124,42 +72,58 @@ def forest(rows: list[dict], metric: str = "NDCG@10") -> list[dict]:
     out = []
     for r in rows:
         ref = by.get(r["reference"]) if r["reference"] else None
-        if ref is None or ref is r:
+        if ref is None or ref is r or ref["n_users"] != r["n_users"]:
             continue
         c = metrics.compare(r["runs"], ref["runs"], metric)
         out.append({"label": f"{r['notebook'][:2]} · {r['method']}", "vs": f"{ref['notebook'][:2]} · {ref['method']}",
-                    **{k: c[k] for k in ("diff", "ci", "n_users", "verdict", "mean_a", "mean_b")}})
+                    **{k: c[k] for k in ("diff", "ci", "n_users", "verdict", "mean_a", "mean_b", "mde")}})
     return out
 
 
 def claims(found: dict) -> list[dict]:
-    """Every claim every notebook decided, with the paper's number where the headline is quoted in PAPER."""
+    """Every claim every notebook decided, by id, with its kind and (paper claims) the paper's effect, our
+    relative difference with its interval, the detectable effect, both words; paper claims get Holm's adjusted
+    p-value over the suite's paper claims (`adjusted`)."""
     out = []
     for stem, r in found.items():
-        for text, c in (r.get("claims") or {}).items():
-            paper = next((v for (s, k), v in PAPER.items() if s == stem and text.startswith(k)), "—")
-            out.append({"notebook": stem[:2], "claim": text, "paper": paper,
-                        "ours": f"{c['mean_a']:.4f} vs {c['mean_b']:.4f} ({c['metric']})",
-                        "difference [95 % CI]": f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
-                        "users": c["n_users"], "verdict": c["verdict"], "headline": paper != "—"})
-    return out
+        for cid, c in (r.get("claims") or {}).items():
+            reg = claims_registry.get(cid)
+            mb = c["mean_b"]
+            rel = (lambda x: x / mb if mb else None)
+            out.append({"notebook": stem[:2], "id": cid, "claim": c["text"], "kind": c["kind"],
+                        "paper": reg.paper or "—", "where": reg.where or "—", "headline": reg.headline,
+                        "paper effect": c.get("paper_effect"), "metric": c["metric"],
+                        "A": c["mean_a"], "B": c["mean_b"], "diff": c["diff"], "ci": c["ci"],
+                        "rel": rel(c["diff"]), "rel ci": [rel(c["ci"][0]), rel(c["ci"][1])]
+                        if mb else [None, None], "detectable": c["mde_rel"], "p": c["p_value"],
+                        "users": c["n_users"], "seeds": c["n_seeds"], "verdict": c["verdict"],
+                        "size": c.get("size"), "n_needed": c.get("n_needed")})
+    return adjusted(out)
+
+
+def adjusted(rows: list[dict]) -> list[dict]:
+    """Holm's adjustment (`metrics.holm`) over the paper claims among rows: each gets "p (Holm)" and "verdict
+    (Holm)": its verdict where the adjusted p stays below 0.05, else "undecided" (sanity and diagnosis claims are
+    not in the family and keep None)."""
+    paper = [r for r in rows if r["kind"] == "paper"]
+    adj = metrics.holm([r["p"] for r in paper]) if paper else []
+    for r in rows:
+        r["p (Holm)"], r["verdict (Holm)"] = None, None
+    for r, p in zip(paper, adj):
+        r["p (Holm)"] = p
+        keeps = p < 0.05 or r["verdict"] in ("undecided", "negligible", "not testable")
+        r["verdict (Holm)"] = r["verdict"] if keeps else "undecided"
+    return rows
 
 
 def headline(stem: str, r: dict) -> str:
-    """One line of a notebook's headline numbers for the site's index (from its results file)."""
-    try:
-        if stem.startswith("00"):
-            s = r["stats"]
-            return f"{s['users']} users, {s['items']} items, {s['actions']} interactions"
-        if stem.startswith("01"):
-            s = r["sasrec"]["summary"]["overall"]["NDCG@10"]
-            return f"SASRec NDCG@10 {s['mean']:.4f} ± {s['std']:.4f}; Pop {r['pop']['overall']['NDCG@10']:.4f}"
-        if stem.startswith("08"):
-            return "verdicts over the suite: " + ", ".join(f"{k} {v}" for k, v in r["verdict_counts"].items())
-        cl = r.get("claims") or {}
-        if isinstance(cl, dict) and cl:
-            first = next(iter(cl.items()))
-            return f"{first[0]}: {first[1]['diff']:+.4f} [{first[1]['ci'][0]:+.4f}, {first[1]['ci'][1]:+.4f}], {first[1]['verdict']}"
-    except (KeyError, TypeError, StopIteration, AttributeError):
-        pass
-    return "results recorded"
+    """One line of a notebook's headline for the site's index: its registered headline claim, decided in its
+    results file; else the file's own "headline" line; else a plain "results recorded"."""
+    h = claims_registry.headline(stem[:2]) if stem[:2] in claims_registry.NOTEBOOKS else None
+    c = (r.get("claims") or {}).get(h.id) if h else None
+    if c:
+        size = f"; {c['size']} ({metrics.pct(c['paper_effect'])})" if c.get("size") else ""
+        return (f"{c['text']}: {c['mean_a']:.4f} vs {c['mean_b']:.4f} {c['metric']}, {c['diff']:+.4f} "
+                f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], {c['verdict']} (detectable {metrics.pct(c['mde_rel'])}"
+                f"){size}")
+    return r.get("headline") or "results recorded"

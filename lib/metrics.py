@@ -11,7 +11,9 @@
 * Groups as in LLMDiRec Table 3: tail / head items (target among the least / most popular 20% of items by
   training interactions) and cold / hot users (the 20% of users with the shortest / longest history).
 * Claims are decided by one rule, `compare`: the paired per-user difference of a metric between two models
-  with a seeded bootstrap 95 % CI over users, and the spread of the difference over seeds (see VERDICTS).
+  with a seeded two-level bootstrap 95 % interval (seeds, then users), a sign-flip permutation p-value, the
+  smallest effect the test can detect, and a direction word (VERDICTS) with, for a paper's number, a size word
+  (SIZES). `lib.claims` names every claim the suite decides.
 """
 from __future__ import annotations
 
@@ -131,14 +133,28 @@ def evaluate(score_fn, split, stage: str = "test", groups: bool = True, ks=KS, m
 
 
 # --------------------------------------------------------------------------- comparing two models
-# The one rule of the suite. For "A beats B" on a metric, with d_u = A's metric on user u minus B's (averaged
-# over seeds where there are several), mean d and a seeded bootstrap 95 % CI of mean d over users:
+# The one rule of the suite. For "A beats B" on a metric, with d_u = A's metric on user u minus B's (averaged over
+# A's and B's seeds), mean d, and a seeded two-level bootstrap 95 % interval (seeds, then users: see `compare`):
 VERDICTS = {
-    "holds": "the 95 % CI of the paired difference lies above 0, and so does the difference of every seed",
-    "partly": "the 95 % CI lies above 0 but at least one seed's difference does not",
-    "not here": "the 95 % CI contains 0: no difference shown at this scale",
-    "reversed": "the 95 % CI lies below 0: B beats A",
+    "holds": "the 95 % interval lies above 0 and every seed's difference is positive",
+    "partly": "the 95 % interval lies above 0 but at least one seed's difference is not positive",
+    "undecided": "the 95 % interval contains 0: this test cannot tell A from B (see the detectable effect beside "
+                 "it: an effect smaller than that would mostly go unseen here); not a refutation",
+    "negligible": "the whole 95 % interval lies inside +/- the smallest effect that matters (NEGLIGIBLE_REL of B's "
+                  "mean): A and B are the same for practical purposes",
+    "partly reversed": "the 95 % interval lies below 0 but at least one seed's difference is not negative",
+    "reversed": "the 95 % interval lies below 0 and every seed's difference is negative: B beats A",
+    "not testable": "no user of the compared group has a hit under either model: the group cannot show a difference",
 }
+# the size word, beside the direction word, for a claim whose paper gives a number (its relative effect)
+SIZES = {
+    "includes the paper's effect": "the paper's effect lies inside our 95 % interval",
+    "below the paper's effect": "our whole 95 % interval lies below the paper's effect",
+    "above the paper's effect": "our whole 95 % interval lies above the paper's effect",
+}
+NEGLIGIBLE_REL = 0.01     # the smallest effect that matters: 1 % of B's mean (the papers claim +2 % and more)
+POWER = 0.80              # the detectable effect is the true difference found with this probability (two-sided 5 %)
+_Z = 1.959963984540054 + 0.8416212335729143      # z_{0.975} + z_{0.80}: 2.80 standard errors
 
 
 def per_user(r, metric: str = "NDCG@10") -> np.ndarray:
@@ -174,18 +190,51 @@ def _runs(x) -> list[np.ndarray]:
     return [one(x)]                                        # a list of ranks
 
 
+def _size_word(lo: float, hi: float, effect_abs: float) -> str:
+    if effect_abs < lo:
+        return "above the paper's effect"
+    if effect_abs > hi:
+        return "below the paper's effect"
+    return "includes the paper's effect"
+
+
+def _verdict(lo, hi, seed_diffs, margin, all_zero) -> str:
+    if all_zero:
+        return "not testable"
+    if margin > 0 and -margin < lo and hi < margin:
+        return "negligible"
+    if lo > 0:
+        return "holds" if all(x > 0 for x in seed_diffs) else "partly"
+    if hi < 0:
+        return "reversed" if all(x < 0 for x in seed_diffs) else "partly reversed"
+    return "undecided"
+
+
 def compare(a, b, metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-            users=None) -> dict:
+            users=None, paper_effect: float | None = None, n_perm: int = 2000) -> dict:
     """Paired comparison of model A against model B, the suite's one rule for a claim "A beats B".
 
     a, b: one run or a list of runs (one per seed); a run is the dict of `evaluate(..., ranks=True)` or a (U,)
-    array of per-user ranks; NaN (None) marks a user a run did not evaluate. Only users evaluated by every run of both enter.
-    users: optional (U,) boolean mask (a group of `group_masks`, say) restricting the comparison to those users.
-    Returns a dict: n_users, mean_a, mean_b, diff (mean paired difference), rel (diff / mean_b; None when mean_b is 0), ci (the seeded
-    bootstrap `level` interval of diff over users, n_boot resamples), seed_diffs (mean of A's seed i minus B's
-    seed i, or minus B's mean when B has one run), seed_std (their standard deviation, None for one), verdict
-    (one word of VERDICTS) and rule (its sentence).
+    array of per-user ranks; NaN (None) marks a user a run did not evaluate. Only users evaluated by every run of
+    both enter. users: optional (U,) boolean mask (a group of `group_masks`, say) restricting the comparison.
+    paper_effect: the paper's relative effect (A / B - 1, e.g. 0.027 for +2.7 %), for the size word.
+
+    The interval is a seeded two-level bootstrap: each resample draws A's seeds and B's seeds with replacement
+    (independently: seed i of A and seed i of B are different models), averages each user's metric over the drawn
+    seeds, then draws users with replacement; so a seed that disagrees with the others widens the interval (with
+    one seed per model it is the plain paired bootstrap over users). With three seeds the seed level has only ten
+    distinct draws: coarse, but it counts the training draw, which averaging seeds first hides.
+    The p-value is a paired sign-flip permutation test (scipy.stats.permutation_test) of the seed-averaged per-user
+    differences; mde is the smallest true difference this test detects with POWER (80 %), 2.80 bootstrap
+    standard errors; n_needed (paper claims) scales the number of users until the paper's effect is that size.
+
+    Returns a dict: metric, n_users, mean_a, mean_b, diff, rel (diff / mean_b; None when mean_b is 0), ci, se,
+    p_value, mde, mde_rel, seed_diffs (A's seed i minus B's seed i, or minus B's mean when B has one run),
+    seed_std, n_seeds, verdict (a word of VERDICTS) and rule (its sentence), margin (the negligible band),
+    and, with paper_effect: paper_effect, paper_diff (its absolute size here), size (a word of SIZES), n_needed.
     """
+    from scipy import stats
+
     A, B = _runs(a), _runs(b)
     if {len(x) for x in A + B} != {len(A[0])}:
         raise ValueError(f"compare needs per-user arrays of one length (users); got lengths "
@@ -201,34 +250,83 @@ def compare(a, b, metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0, le
     va, vb = va[:, users], vb[:, users]
     d = va.mean(0) - vb.mean(0)                                      # (U',) paired per-user difference
     g = np.random.default_rng(seed)
-    idx = g.integers(0, len(d), size=(n_boot, len(d)))
-    boots = d[idx].mean(1)
+    ia = g.integers(0, len(va), size=(n_boot, len(va)))              # A's seeds drawn, (n_boot, Sa)
+    ib = g.integers(0, len(vb), size=(n_boot, len(vb)))              # B's seeds drawn, (n_boot, Sb)
+    iu = g.integers(0, len(d), size=(n_boot, len(d)))                # users drawn, (n_boot, U')
+    boots = np.empty(n_boot)
+    for k0 in range(0, n_boot, 250):                                 # chunks keep memory at 250 x Sa x U'
+        k = slice(k0, k0 + 250)
+        d_k = va[ia[k]].mean(1) - vb[ib[k]].mean(1)                  # (chunk, U') per-user diff of drawn seeds
+        boots[k] = np.take_along_axis(d_k, iu[k], 1).mean(1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    se = float(boots.std(ddof=1))
     if len(A) == len(B):
         seed_diffs = (va.mean(1) - vb.mean(1)).tolist()
     else:
         seed_diffs = (va.mean(1) - vb.mean()).tolist() if len(B) == 1 else (va.mean() - vb.mean(1)).tolist()
-    if lo > 0:
-        verdict = "holds" if all(x > 0 for x in seed_diffs) else "partly"
-    elif hi < 0:
-        verdict = "reversed"
+    all_zero = not va.any() and not vb.any()
+    if all_zero or not d.any():
+        p = 1.0
     else:
-        verdict = "not here"
+        p = float(stats.permutation_test((d,), np.mean, permutation_type="samples", vectorized=True,
+                                         n_resamples=n_perm, rng=np.random.default_rng(seed + 1)).pvalue)
     mb = float(vb.mean())
-    return {"metric": metric, "n_users": int(users.sum()), "mean_a": float(va.mean()), "mean_b": mb,
-            "diff": float(d.mean()), "rel": float(d.mean() / mb) if mb else None,
-            "ci": [float(lo), float(hi)], "seed_diffs": seed_diffs,
-            "seed_std": float(np.std(seed_diffs, ddof=1)) if len(seed_diffs) > 1 else None,
-            "n_seeds": [len(A), len(B)], "verdict": verdict, "rule": VERDICTS[verdict]}
+    margin = NEGLIGIBLE_REL * abs(mb)
+    verdict = _verdict(lo, hi, seed_diffs, margin, all_zero)
+    mde = _Z * se
+    out = {"metric": metric, "n_users": int(users.sum()), "mean_a": float(va.mean()), "mean_b": mb,
+           "diff": float(d.mean()), "rel": float(d.mean() / mb) if mb else None,
+           "ci": [float(lo), float(hi)], "se": se, "p_value": p, "mde": float(mde),
+           "mde_rel": float(mde / mb) if mb else None, "margin": margin, "seed_diffs": seed_diffs,
+           "seed_std": float(np.std(seed_diffs, ddof=1)) if len(seed_diffs) > 1 else None,
+           "n_seeds": [len(A), len(B)], "verdict": verdict, "rule": VERDICTS[verdict]}
+    if paper_effect is not None:
+        eff = float(paper_effect) * mb                               # the paper's relative effect, at our B
+        out.update(paper_effect=float(paper_effect), paper_diff=eff, size=_size_word(lo, hi, eff),
+                   n_needed=int(math.ceil(out["n_users"] * (mde / eff) ** 2)) if eff and se > 0 else None)
+    return out
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of p-values (family-wise error): the k-th smallest p times (m - k + 1), made
+    monotone, capped at 1. Chosen over Benjamini-Hochberg because each paper claim is read on its own, as "the paper
+    says X; does it hold here?": a reader needs the chance that *any* of our "holds" is wrong to stay at 5 %, not
+    the expected share of wrong ones among many discoveries."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj.tolist()
+
+
+def mde_for_users(sd: float, n_users, power: float = POWER, level: float = 0.95):
+    """The smallest paired mean difference a test on n_users detects with `power` (normal approximation),
+    from the per-user standard deviation sd of the paired difference: (z_{1-a/2} + z_power) sd / sqrt(n)."""
+    from scipy import stats
+    z = stats.norm.ppf((1 + level) / 2) + stats.norm.ppf(power)
+    return z * sd / np.sqrt(np.asarray(n_users, dtype=float))
 
 
 def compare_row(claim: str, a, b, metric: str = "NDCG@10", **kw) -> dict:
     """One row of a claims table: the claim's words and `compare(a, b)` flattened for a DataFrame."""
-    c = compare(a, b, metric, **kw)
+    return row(claim, compare(a, b, metric, **kw))
+
+
+def row(claim: str, c: dict) -> dict:
+    """A claims-table row from a decided comparison `c` (the output of `compare` or `lib.claims.decide`)."""
     spread = "" if c["seed_std"] is None else f" (seed sd {c['seed_std']:.4f})"
-    return {"claim": claim, "A": round(c["mean_a"], 4), "B": round(c["mean_b"], 4),
-            f"A - B ({metric})": f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]{spread}",
-            "rel": pct(c["rel"]), "users": c["n_users"], "verdict": c["verdict"]}
+    out = {"claim": claim, "metric": c["metric"], "A": round(c["mean_a"], 4), "B": round(c["mean_b"], 4),
+           "A - B [95 % CI]": f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]{spread}",
+           "rel": pct(c["rel"]), "detectable": pct(c["mde_rel"]).lstrip("+"), "p": f"{c['p_value']:.3f}",
+           "users": c["n_users"], "seeds": "{}, {}".format(*c["n_seeds"]), "verdict": c["verdict"]}
+    if c.get("paper_effect") is not None:
+        out["paper"] = pct(c["paper_effect"])
+        out["size"] = c["size"]
+    return out
 
 
 def pct(rel) -> str:

@@ -73,3 +73,31 @@ def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = No
     except data.DataError as e:
         raise ParamError(str(e)) from None
     return {"device": resolve_device(device), "dataset_dir": Path(folder), "output_dir": out}
+
+
+def defaults(stem: str) -> dict:
+    """{name: default value} of a notebook's parameters cell (the source in notebooks/, read, not run): the
+    literal values as committed. A value that is not a literal (an expression) is left out."""
+    import ast
+    import json
+
+    path = REPO / "notebooks" / f"{stem}.ipynb"
+    nb = json.loads(path.read_text())
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ParamError(f"{path} has no cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def snapshot(namespace: dict, stem: str) -> dict:
+    """The parameters a run uses, taken before any smoke shrinking: {"values": {name: value}, "defaults": {...}}
+    for every name of the notebook's parameters cell (results files keep it as provenance)."""
+    d = defaults(stem)
+    return {"values": {k: namespace[k] for k in d if k in namespace}, "defaults": d}

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from lib import leaderboard, utils
+from lib import leaderboard, results, utils
 from lib.utils import repo_path
 
 CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
@@ -59,6 +59,16 @@ def nav_bar(pages: list[str], i: int) -> str:
     return f'<div id="intentlab-nav" style="{NAV_STYLE}">{"".join(parts)}</div>'
 
 
+def provenance_bar(prov: dict) -> str:
+    """One line on a page: which commit, date, parameters, machine and versions produced its numbers."""
+    changed = ", ".join(f"{k}={v!r}" for k, v in prov["changed"].items()) or "defaults"
+    commit = (prov["commit"] or "unknown")[:10] + (" (uncommitted changes)" if prov["dirty"] else "")
+    text = (f"commit {commit} · {prov['date']} · parameters: {changed} · {'smoke run · ' if prov['smoke'] else ''}"
+            f"{prov['seconds'] / 60:.1f} min on {prov['device']} · torch {prov['versions'].get('torch')}")
+    return (f'<div id="intentlab-provenance" style="background:#eceff1;font:12px system-ui,sans-serif;'
+            f'padding:3px 12px">{html.escape(text)}</div>')
+
+
 def build(runs_dir="runs", site_dir="site") -> Path:
     """Write site_dir/index.html and one page per executed notebook found in runs_dir; returns the index's path."""
     import nbformat
@@ -77,14 +87,21 @@ def build(runs_dir="runs", site_dir="site") -> Path:
         head, sep, rest = body.partition("<body")
         tag_end = rest.index(">") + 1
         page = offline(head + sep + rest[:tag_end] + nav_bar(pages, i) + rest[tag_end:])
-        utils.atomic_write_bytes(site / f"{path.stem}.html", page.encode())
-        res = utils.load_results(runs, path.stem)
+        res = results.load(runs, path.stem)
+        prov = res["provenance"] if res else None
+        if prov:
+            page = page.replace('<div id="intentlab-nav"', provenance_bar(prov) + '<div id="intentlab-nav"', 1)
         rows.append((path.stem, notebook_title(nb), leaderboard.headline(path.stem, res) if res else "no results file",
-                     res.get("seconds") if isinstance(res, dict) and isinstance(res.get("seconds"), (int, float)) else None))
+                     prov["seconds"] if prov else None, prov))
+        utils.atomic_write_bytes(site / f"{path.stem}.html", page.encode())
     from lib.run import all_notebooks
     missing = [p.stem for p in all_notebooks() if p.stem not in pages]
     trs = "".join(f'<tr><td><a href="{s}.html">{s}</a></td><td>{html.escape(t)}</td><td>{html.escape(h)}</td>'
-                  f'<td>{"" if sec is None else f"{sec / 60:.1f} min"}</td></tr>' for s, t, h, sec in rows)
+                  f'<td>{"" if sec is None else f"{sec / 60:.1f} min"}</td></tr>' for s, t, h, sec, _ in rows)
+    commits = sorted({(p["commit"] or "unknown")[:10] + (" (dirty)" if p["dirty"] else "") for *_, p in rows if p})
+    mixed = ("" if len(commits) <= 1 else "<p class='warn' style='color:#b00'><b>Warning:</b> these pages come from "
+             f"different commits ({', '.join(map(html.escape, commits))}): their numbers may not belong together; "
+             "re-run <code>make run</code>.</p>")
     miss = ("" if not missing else "<p>Not executed yet (run <code>.venv/bin/python -m lib.run NN</code>, then "
             "<code>make site</code>): " + ", ".join(html.escape(m) for m in missing) + ".</p>")
     index = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>IntentLab: the executed notebooks</title>"
@@ -93,7 +110,7 @@ def build(runs_dir="runs", site_dir="site") -> Path:
              f"{html.escape(runs.name)}/, figures included; sliders under \"static twin\" step through precomputed "
              f"frames without a kernel. The headline of each notebook is read from its results file.</p>"
              f"<table><tr><th>notebook</th><th>title</th><th>headline (from its results file)</th><th>run time</th></tr>"
-             f"{trs}</table>{miss}</body></html>")
+             f"{trs}</table>{mixed}{miss}</body></html>")
     return utils.atomic_write_bytes(site / "index.html", index.encode())
 
 

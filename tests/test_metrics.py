@@ -112,22 +112,113 @@ def test_compare_paired_difference_ci_and_verdicts():
     c = metrics.compare(better, b, "NDCG@10")
     d = metrics.per_user(better, "NDCG@10") - metrics.per_user(b, "NDCG@10")
     assert c["diff"] == pytest.approx(d.mean()) and c["n_users"] == 500
-    assert c["ci"][0] > 0 and c["verdict"] == "holds" and c["seed_std"] is None
+    assert c["ci"][0] > 0 and c["verdict"] == "holds" and c["seed_std"] is None and c["p_value"] < 0.01
     assert metrics.compare(b, better)["verdict"] == "reversed"
-    assert metrics.compare(b, b)["verdict"] == "not here" and metrics.compare(b, b)["diff"] == 0
+    same = metrics.compare(b, b)                            # identical models: the interval is [0, 0], inside +/- 1 %
+    assert same["verdict"] == "negligible" and same["diff"] == 0 and same["p_value"] == 1.0
     # the bootstrap is seeded: the same call gives the same interval
     assert metrics.compare(better, b, seed=3)["ci"] == metrics.compare(better, b, seed=3)["ci"]
-    # several seeds: per-user values averaged over seeds, one paired difference per seed; one seed that
-    # loses turns "holds" into "partly"
-    seeds_a = [better, better, b - 0]                        # third seed no better than B's
-    seeds_b = [b, b, np.minimum(59, b + 30)]
-    c3 = metrics.compare(seeds_a, seeds_b)
-    assert len(c3["seed_diffs"]) == 3 and c3["seed_std"] is not None and c3["n_seeds"] == [3, 3]
-    assert c3["ci"][0] > 0 and c3["seed_diffs"][2] > 0 and c3["verdict"] == "holds"
-    c4 = metrics.compare([better, b], [b, better])          # seed 2 reverses seed 1: per-user mean equal
-    assert c4["verdict"] == "not here"
-    c5 = metrics.compare([better, better, better], [b, b, better])
-    assert c5["ci"][0] > 0 and c5["seed_diffs"][2] == 0 and c5["verdict"] == "partly"
+    # a noisy difference whose interval contains 0 is "undecided", never a refutation
+    flip = rng.random(500) < 0.5                            # each user: A better, or B better by the same amount
+    u = metrics.compare(np.where(flip, better, b), np.where(flip, b, better))
+    assert u["ci"][0] < 0 < u["ci"][1] and u["verdict"] == "undecided" and u["mde"] > abs(u["diff"])
+
+
+def test_compare_seeds_widen_the_interval_and_the_rule_is_symmetric():
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 500)
+    better = np.maximum(1, b - 5)
+    worse = np.minimum(59, b + 5)
+    # three seeds that agree: holds, each seed's difference positive
+    c3 = metrics.compare([better, better, better], [b, b, b])
+    assert c3["n_seeds"] == [3, 3] and len(c3["seed_diffs"]) == 3 and c3["verdict"] == "holds"
+    # the same mean difference from seeds that disagree gives a wider interval (the seed level is resampled)
+    one_off = metrics.compare([better, better, b], [b, b, b])
+    assert one_off["seed_diffs"][2] == 0
+    assert one_off["ci"][1] - one_off["ci"][0] > c3["ci"][1] - c3["ci"][0]
+    assert one_off["verdict"] in ("partly", "undecided")
+    # symmetric: every seed negative is "reversed", some seed not negative is "partly reversed" (or undecided)
+    assert metrics.compare([b, b, b], [better, better, better])["verdict"] == "reversed"
+    flipped = metrics.compare([worse, worse, worse, worse, worse, worse, b], [b] * 7)
+    assert flipped["ci"][1] < 0 and flipped["seed_diffs"][-1] == 0 and flipped["verdict"] == "partly reversed"
+    pos = metrics.compare([better] * 6 + [b], [b] * 7)
+    assert pos["ci"][0] > 0 and pos["verdict"] == "partly"
+    c4 = metrics.compare([better, b], [b, better])           # seed 2 reverses seed 1: per-user mean equal
+    assert c4["verdict"] in ("undecided", "negligible") and c4["diff"] == 0
+
+
+def test_compare_not_testable_size_words_and_users_needed():
+    none = np.full(300, 500)                                 # no user has a hit at 10 under either model
+    c = metrics.compare(none, none + 1, "HR@10")
+    assert c["verdict"] == "not testable"
+    rng = np.random.default_rng(1)
+    b = rng.integers(1, 60, 800)
+    a = np.maximum(1, b - 5)
+    base = metrics.compare(a, b)
+    # a paper effect far below our interval, one inside it, one above it (relative to B's mean)
+    lo, hi, mb = base["ci"][0], base["ci"][1], base["mean_b"]
+    assert metrics.compare(a, b, paper_effect=0.5 * lo / mb)["size"] == "above the paper's effect"
+    assert metrics.compare(a, b, paper_effect=base["diff"] / mb)["size"] == "includes the paper's effect"
+    above = metrics.compare(a, b, paper_effect=2 * hi / mb)
+    assert above["size"] == "below the paper's effect"
+    # users needed: the detectable effect scales as 1 / sqrt(n), so n_needed = n (mde / effect)^2
+    eff = 0.25 * base["mde"] / mb
+    c = metrics.compare(a, b, paper_effect=eff)
+    assert c["n_needed"] == pytest.approx(800 * 16, rel=0.01)
+
+
+def test_holm_against_hand_numbers():
+    # p sorted: 0.01 (x4 = 0.04), 0.03 (x3 = 0.09), 0.04 (x2 = 0.08 -> kept monotone 0.09), 0.5 (x1)
+    assert metrics.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert metrics.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])            # capped at 1
+    assert metrics.holm([]) == []
+
+
+def test_mde_for_users_against_the_formula():
+    # (1.96 + 0.8416) * sd / sqrt(n): the issue's numbers, sd 0.14 and 943 users -> about 0.0128
+    assert float(metrics.mde_for_users(0.14, 943)) == pytest.approx(2.8016 * 0.14 / np.sqrt(943), rel=1e-3)
+    assert float(metrics.mde_for_users(0.14, 943)) == pytest.approx(0.0128, abs=2e-4)
+    four = metrics.mde_for_users(0.1, [100, 400])
+    assert four[0] == pytest.approx(2 * four[1])                          # four times the users, half the effect
+
+
+# ------------------------------------------------------------------ calibration on synthetic per-user ranks
+def _synthetic(rng, n, p_hit_a, p_hit_b):
+    """Per-user ranks with a hit at 10 with the given probabilities (rank 1..10 uniform on a hit, 100 otherwise)."""
+    def draw(p):
+        hit = rng.random(n) < p
+        return np.where(hit, rng.integers(1, 11, n), 100)
+    return draw(p_hit_a), draw(p_hit_b)
+
+
+def test_calibration_aa_comparisons_are_decided_about_5_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    trials, decided = 300, 0
+    for t in range(trials):
+        a, b = _synthetic(rng, 400, 0.3, 0.3)                  # A and B the same model: any "better" is chance
+        v = metrics.compare(a, b, "HR@10", n_boot=400, n_perm=200, seed=t)["verdict"]
+        decided += v in ("holds", "partly", "reversed", "partly reversed")
+    assert 0.01 <= decided / trials <= 0.10                    # 5 % expected; binomial sd 1.3 % at 300 trials
+
+
+def test_calibration_power_and_coverage_match_the_formula():
+    rng = np.random.default_rng(1)
+    n, pa, pb = 400, 0.36, 0.30
+    true_diff = pa - pb                                         # HR@10 difference in expectation
+    found, covered, mdes = 0, 0, []
+    trials = 200
+    for t in range(trials):
+        a, b = _synthetic(rng, n, pa, pb)
+        c = metrics.compare(a, b, "HR@10", n_boot=400, n_perm=200, seed=t)
+        found += c["ci"][0] > 0
+        covered += c["ci"][0] <= true_diff <= c["ci"][1]
+        mdes.append(c["mde"])
+    # predicted power for this true difference from the mean standard error: Phi(diff / se - 1.96)
+    from scipy.stats import norm
+    se = np.mean(mdes) / 2.8016
+    predicted = norm.cdf(true_diff / se - 1.96)
+    assert abs(found / trials - predicted) < 0.12               # detected about as often as the power formula says
+    assert 0.90 <= covered / trials <= 0.99                     # the 95 % interval covers the truth ~95 % of the time
 
 
 def test_compare_uses_only_users_both_evaluated():

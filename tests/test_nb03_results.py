@@ -34,4 +34,4 @@ def test_nb03_smoke_results(smoke_results):
     cl = r["claims"]
     assert len(cl) == 3 and all(c["n_users"] == 943 and c["ci"][0] <= c["diff"] <= c["ci"][1] for c in cl.values())
     # a representation at the highest noise level cannot keep all of SASRec's accuracy in a tiny run
-    assert list(cl.values())[1]["diff"] < 0.05
+    assert cl["03.high_noise_keeps"]["diff"] < 0.05 and cl["03.high_noise_keeps"]["kind"] == "paper"

@@ -1,0 +1,55 @@
+"""The claims registry: stable ids, kinds, the papers' effects as hand-computed numbers, decide by id."""
+import numpy as np
+import pytest
+
+from lib import claims, metrics
+
+
+def test_every_claim_has_an_id_kind_metric_and_paper_claims_their_effect():
+    assert len(claims.REGISTRY) >= 62
+    for cid, c in claims.REGISTRY.items():
+        assert c.id == cid and cid[:2] in claims.NOTEBOOKS and c.kind in claims.KINDS, cid
+        metrics.per_user([1.0], c.metric)                           # a metric compare can compute
+        if c.kind != "paper":
+            assert c.effect is None and c.paper is None, cid
+        else:
+            assert c.paper in ("LLMDiRec", "ADARec", "HDRec", "DeftRec") and c.where, cid
+    # one headline claim per notebook at most, and 02-07 each have one
+    for nn in ("02", "03", "04", "05", "06", "07"):
+        assert sum(c.headline for c in claims.for_notebook(nn)) == 1, nn
+        assert claims.headline(nn).kind == "paper"
+
+
+def test_paper_effects_against_the_papers_numbers():
+    r = claims.REGISTRY
+    assert r["02.gated_vs_id"].effect == pytest.approx(0.4300 / 0.4188 - 1, abs=1e-4)       # LLMDiRec Table 2 ML-1M
+    assert r["02.tail"].effect == pytest.approx(1.5982, abs=1e-4)                           # 0.0550 -> 0.1429
+    assert r["05.ablation.hda"].effect == pytest.approx(0.0758, abs=1e-4)                  # ADARec Table 4, 0.0528
+    assert r["05.ablation.hda"].metric == "NDCG@20"
+    assert r["06.hdrec_vs_sasrec"].effect == pytest.approx(0.1190 / 0.0812 - 1, abs=1e-4)   # HDRec Table 3 Scientific
+    assert r["07.deftrec_vs_lightgcn"].effect == pytest.approx(0.3633, abs=1e-4)           # DeftRec 0.0633 -> 0.0863
+    assert r["07.bpr"].effect == pytest.approx(0.1584 / 0.1475 - 1, abs=1e-4)
+    assert r["06.hdrec_vs_wo_dla"].effect is None                                         # a bar chart: no number
+
+
+def test_decide_by_id_carries_the_claim_and_the_paper_effect():
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 400)
+    a = np.maximum(1, b - 4)
+    c = claims.decide("02.gated_vs_id", a, b)
+    plain = metrics.compare(a, b, "NDCG@10", paper_effect=claims.REGISTRY["02.gated_vs_id"].effect)
+    assert c["id"] == "02.gated_vs_id" and c["kind"] == "paper" and c["notebook"] == "02_dual_view_fusion"
+    assert c["ci"] == plain["ci"] and c["verdict"] == plain["verdict"] and c["size"] == plain["size"]
+    assert claims.decide("02.tail", a, b)["metric"] == "HR@10"                  # the registry sets the metric
+    assert "size" not in claims.decide("01.sasrec_vs_pop", a, b)                # a sanity check has no paper number
+    both = claims.decide_all([("01.sasrec_vs_pop", a, b), ("02.head", a, b, np.arange(400) < 100)])
+    assert list(both) == ["01.sasrec_vs_pop", "02.head"] and both["02.head"]["n_users"] == 100
+    table = claims.table(both)
+    assert list(table.index) == ["01.sasrec_vs_pop", "02.head"] and "detectable" in table
+    text = claims.describe(c)
+    assert f"**{c['verdict']}**" in text and c["size"] in text
+
+
+def test_unknown_id_names_the_valid_ones():
+    with pytest.raises(KeyError, match="unknown claim id '02.gated_vs_idd'.*02.gated_vs_id"):
+        claims.get("02.gated_vs_idd")
