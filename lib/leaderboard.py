@@ -74,7 +74,7 @@ def forest(rows: list[dict], metric: str = "NDCG@10") -> list[dict]:
         ref = by.get(r["reference"]) if r["reference"] else None
         if ref is None or ref is r or ref["n_users"] != r["n_users"]:
             continue
-        c = metrics.compare(r["runs"], ref["runs"], metric)
+        c = metrics.compare(r["runs"], ref["runs"], metric, n_perm=0)   # the interval; no p-value needed
         out.append({"label": f"{r['notebook'][:2]} · {r['method']}", "vs": f"{ref['notebook'][:2]} · {ref['method']}",
                     **{k: c[k] for k in ("diff", "ci", "n_users", "verdict", "mean_a", "mean_b", "mde")}})
     return out
@@ -88,6 +88,10 @@ def claims(found: dict) -> list[dict]:
     for stem, r in found.items():
         for cid, c in (r.get("claims") or {}).items():
             reg = claims_registry.get(cid)
+            if reg.kind == "paper" and reg.effect is not None:      # the paper's number from the registry, not the
+                c = {**c, **metrics.size_of(c, reg.effect)}        # file: one place for it (a file may predate it)
+            else:
+                c = {**c, "paper_effect": None, "size": None, "n_needed": None}
             mb = c["mean_b"]
             rel = (lambda x: x / mb if mb else None)
             out.append({"notebook": stem[:2], "id": cid, "claim": c["text"], "kind": c["kind"],

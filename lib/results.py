@@ -89,6 +89,7 @@ def full_ranks(ranks, users, n_users: int) -> list:
 
 
 def _finite(o, path="") -> str | None:
+    """The path of the first NaN or infinite float in o, or None."""
     if isinstance(o, float) and not math.isfinite(o):
         return path or "(top)"
     if isinstance(o, dict):
@@ -96,6 +97,18 @@ def _finite(o, path="") -> str | None:
     if isinstance(o, (list, tuple)):
         return next((p for i, v in enumerate(o) if (p := _finite(v, f"{path}[{i}]"))), None)
     return None
+
+
+def _finite_or_none(o):
+    """NaN and infinities as None (JSON null): a silhouette of one cluster or a correlation of a constant is "no
+    value", and JSON has no faithful NaN."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite_or_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite_or_none(v) for v in o]
+    return o
 
 
 def validate(r: dict, stem: str) -> dict:
@@ -132,6 +145,9 @@ def validate(r: dict, stem: str) -> dict:
             bad(f"claims[{cid!r}] must be lib.claims.decide's dict (missing {miss if isinstance(c, dict) else 'all'})")
         if c["verdict"] not in metrics.VERDICTS:
             bad(f"claims[{cid!r}] has verdict {c['verdict']!r}; valid: {', '.join(metrics.VERDICTS)}")
+        if c["kind"] != claims_registry.REGISTRY[cid].kind:
+            bad(f"claims[{cid!r}] was decided as kind {c['kind']!r}; the registry now says "
+                f"{claims_registry.REGISTRY[cid].kind!r}: re-run notebook {stem[:2]}")
     if (where := _finite(r)):
         bad(f"{where} is NaN or infinite (JSON cannot hold it faithfully): store None for 'no value'")
     return r
@@ -143,8 +159,8 @@ def save(output_dir, stem: str, results: dict, *, params: dict, t_start: float, 
     r = {**results, "schema": SCHEMA_VERSION,
          "provenance": provenance(params, seconds=time.perf_counter() - t_start, device=device,
                                   smoke=results.get("smoke"))}
-    r = json.loads(json.dumps(utils._jsonable(r)))           # what the file will hold, checked before writing
-    validate(r, stem)
+    r = _finite_or_none(json.loads(json.dumps(utils._jsonable(r))))   # what the file will hold, checked before
+    validate(r, stem)                                                   # writing
     return utils.save_results(output_dir, stem, r)
 
 

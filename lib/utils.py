@@ -104,9 +104,3 @@ def save_results(output_dir: str | os.PathLike, stem: str, results: dict) -> Pat
     """Write a notebook's headline numbers to <output_dir>/<stem>.json (atomically)."""
     path = repo_path(output_dir) / f"{stem}.json"
     return atomic_write_bytes(path, json.dumps(_jsonable(results), indent=2, sort_keys=True).encode())
-
-
-def load_results(output_dir: str | os.PathLike, stem: str) -> dict | None:
-    """A notebook's results file, or None when that notebook has not run yet into output_dir."""
-    path = repo_path(output_dir) / f"{stem}.json"
-    return json.loads(path.read_text()) if path.is_file() else None

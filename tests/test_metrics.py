@@ -149,8 +149,8 @@ def test_compare_seeds_widen_the_interval_and_the_rule_is_symmetric():
 
 def test_compare_not_testable_size_words_and_users_needed():
     none = np.full(300, 500)                                 # no user has a hit at 10 under either model
-    c = metrics.compare(none, none + 1, "HR@10")
-    assert c["verdict"] == "not testable"
+    c = metrics.compare(none, none + 1, "HR@10", paper_effect=0.5)
+    assert c["verdict"] == "not testable" and c["size"] is None and c["n_needed"] is None
     rng = np.random.default_rng(1)
     b = rng.integers(1, 60, 800)
     a = np.maximum(1, b - 5)
@@ -167,11 +167,29 @@ def test_compare_not_testable_size_words_and_users_needed():
     assert c["n_needed"] == pytest.approx(800 * 16, rel=0.01)
 
 
+def test_a_tiny_difference_between_near_identical_models_is_negligible_not_holds():
+    """The issue's case: two nearly identical models, +0.0006 with an interval above 0 but inside +/- 2 % of B."""
+    rng = np.random.default_rng(0)
+    b = np.where(rng.random(943) < 0.15, rng.integers(1, 21, 943), 500)
+    a = b.copy()
+    idx = np.flatnonzero((b > 3) & (b <= 20))[:25]
+    a[idx] = b[idx] - 1                                       # 25 of 943 users move up one place
+    c = metrics.compare(a, b, "NDCG@20")
+    assert c["ci"][0] > 0 and c["ci"][1] > 0.01 * c["mean_b"]  # "holds" under a 1 % margin
+    assert c["ci"][1] < metrics.NEGLIGIBLE_REL * c["mean_b"] and c["verdict"] == "negligible"
+
+
 def test_holm_against_hand_numbers():
     # p sorted: 0.01 (x4 = 0.04), 0.03 (x3 = 0.09), 0.04 (x2 = 0.08 -> kept monotone 0.09), 0.5 (x1)
     assert metrics.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert metrics.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])            # capped at 1
     assert metrics.holm([]) == []
+
+
+def test_forest_comparisons_can_skip_the_permutation_test():
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 300)
+    assert metrics.compare(np.maximum(1, b - 5), b, n_perm=0)["p_value"] is None
 
 
 def test_mde_for_users_against_the_formula():

@@ -37,6 +37,7 @@ def test_save_adds_provenance_and_load_reads_it_back(tmp_path):
     (lambda r: r["claims"]["01.sasrec_vs_pop"].pop("mde"), "missing \\['mde'\\]"),
     (lambda r: r["provenance"].pop("commit"), "'provenance' must hold"),
     (lambda r: r["methods"]["M"]["runs"][0]["overall"].update({"NDCG@10": float("nan")}), "NaN or infinite"),
+    (lambda r: r["claims"]["01.sasrec_vs_pop"].update(kind="paper"), "the registry now says 'sanity': re-run"),
 ])
 def test_a_malformed_file_is_refused_by_name(tmp_path, mutate, message):
     results.save(tmp_path, "01_sasrec_baseline", _res(), params={"values": {}, "defaults": {}}, t_start=0.0,
@@ -47,6 +48,13 @@ def test_a_malformed_file_is_refused_by_name(tmp_path, mutate, message):
     path.write_text(json.dumps(r))
     with pytest.raises(results.ResultsError, match=f"results of 01_sasrec_baseline: .*{message}"):
         results.load(tmp_path, "01_sasrec_baseline")
+
+
+def test_save_stores_non_finite_numbers_as_none(tmp_path):
+    res = {**_res(), "silhouette": float("nan"), "ratio": [1.0, float("inf")]}
+    results.save(tmp_path, "04_intent_clusters", res, params={"values": {}, "defaults": {}}, t_start=0.0, device="cpu")
+    r = results.load(tmp_path, "04_intent_clusters")
+    assert r["silhouette"] is None and r["ratio"] == [1.0, None]
 
 
 def test_not_json_and_full_ranks(tmp_path):
