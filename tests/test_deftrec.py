@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import data, diffusion, llm
-from lib.models import deftrec, lightgcn
+from lib.models import deftrec, deftrec_train, lightgcn
 
 
 # --------------------------------------------------------------------------- LightGCN
@@ -182,7 +182,7 @@ def test_all_pairs_loss_pairs_every_condition_with_every_target():
     sched = diffusion.Scheduler(10, "linear")                              # epsilon-prediction
     f = lambda x, t, c: x + c                                              # output depends on the condition
     q, c = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.3, -0.2], [1.0, 0.5]])
-    loss = deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0))
+    loss = deftrec_train._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     t = torch.randint(0, 10, (2,), generator=g)
     eps = diffusion.randn(q.shape, g)
@@ -190,10 +190,10 @@ def test_all_pairs_loss_pairs_every_condition_with_every_target():
     term = lambda i, j: ((ab[i].sqrt() * q[j] + (1 - ab[i]).sqrt() * eps[j] + c[i] - eps[j]) ** 2).mean().item()
     assert abs(loss.item() - np.mean([term(i, j) for i in range(2) for j in range(2)])) < 1e-6
     assert abs(loss.item() - np.mean([term(i, i) for i in range(2)])) > 1e-3, "not the paired loss"
-    paper = deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="paper")
+    paper = deftrec_train._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="paper")
     assert abs(paper.item() - 2 * loss.item()) < 1e-6, "'paper': squared norms, D = 2 times the mean"
     with pytest.raises(ValueError, match="scale must be one of"):
-        deftrec._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="mean")
+        deftrec_train._all_pairs_loss(f, sched, q, c, torch.Generator().manual_seed(0), scale="mean")
 
 
 @pytest.mark.parametrize("pairing", ["paired", "all"])
@@ -202,16 +202,16 @@ def test_train_diffusion_puts_both_terms_on_its_scale(monkeypatch, pairing, scal
     """train_diffusion hands its scale to L_Diff (bpr_diffusion_loss, or _all_pairs_loss for pairing='all') and to
     L_Neg alike: the released code's row (pairing='all', negatives='batch_mean') needs scale='code' for both."""
     seen_scales = []
-    real_bpr, real_all = diffusion.bpr_diffusion_loss, deftrec._all_pairs_loss
+    real_bpr, real_all = diffusion.bpr_diffusion_loss, deftrec_train._all_pairs_loss
     monkeypatch.setattr(diffusion, "bpr_diffusion_loss",
                         lambda *a, **k: seen_scales.append(("neg", k["scale"])) or real_bpr(*a, **k))
-    monkeypatch.setattr(deftrec, "_all_pairs_loss",
+    monkeypatch.setattr(deftrec_train, "_all_pairs_loss",
                         lambda *a, **k: seen_scales.append(("diff", k["scale"])) or real_all(*a, **k))
     g = torch.Generator().manual_seed(0)
     Q = torch.randn(7, 4, generator=g)
     users, pos = np.arange(6) % 3, np.arange(6) % 6 + 1
     seen = lightgcn.seen_matrix([np.array([1]), np.array([2]), np.array([3])], 7)
-    net, hist = deftrec.train_diffusion(torch.randn(6, 3, generator=g), pos, users, Q, seen,
+    net, hist = deftrec_train.train_diffusion(torch.randn(6, 3, generator=g), pos, users, Q, seen,
                                         diffusion.Scheduler(10, "linear"), lambda n: 0.0, n_neg=2, pairing=pairing,
                                         negatives="batch_mean" if pairing == "all" else "mean", epochs=1,
                                         batch_size=3, hidden=8, progress=False, scale=scale)
@@ -219,8 +219,33 @@ def test_train_diffusion_puts_both_terms_on_its_scale(monkeypatch, pairing, scal
     if pairing == "all":
         assert {w for w, _ in seen_scales} == {"diff", "neg"}
     with pytest.raises(ValueError, match="scale must be one of"):
-        deftrec.train_diffusion(None, pos, users, Q, seen, diffusion.Scheduler(10, "linear"), lambda n: 0.0,
+        deftrec_train.train_diffusion(None, pos, users, Q, seen, diffusion.Scheduler(10, "linear"), lambda n: 0.0,
                                 epochs=1, progress=False, scale="mean")
+
+
+@pytest.mark.parametrize("negatives", ["mean", "each"])
+def test_neg_norm_gives_each_negative_its_positive_norm(monkeypatch, negatives):
+    """neg_norm=True rescales the negatives that reach L_Neg to the norm of their row's positive (direction kept)."""
+    got = []
+    real = diffusion.bpr_diffusion_loss
+    monkeypatch.setattr(diffusion, "bpr_diffusion_loss", lambda net, sched, q_pos, q_neg, *a, **k:
+                        got.append((q_pos.clone(), q_neg.clone())) or real(net, sched, q_pos, q_neg, *a, **k))
+    g = torch.Generator().manual_seed(0)
+    Q = torch.randn(9, 4, generator=g)
+    Q[1:5] *= 5                                                      # some long, some short items
+    users, pos = np.arange(6) % 3, np.arange(6) % 4 + 1
+    seen = lightgcn.seen_matrix([np.array([1]), np.array([2]), np.array([3])], 9)
+    for flag in (False, True):
+        got.clear()
+        deftrec_train.train_diffusion(None, pos, users, Q, seen, diffusion.Scheduler(10, "linear"), lambda n: 0.0,
+                                n_neg=3, negatives=negatives, epochs=1, batch_size=6, hidden=8, progress=False,
+                                neg_norm=flag)
+        q_pos, q_neg = got[0]
+        ratio = q_neg.norm(dim=-1) / q_pos.norm(dim=-1)[:, None]       # (b, n)
+        if flag:
+            assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
+        else:
+            assert not torch.allclose(ratio, torch.ones_like(ratio), atol=1e-2)
 
 
 # --------------------------------------------------------------------------- tokenizer and retriever

@@ -10,15 +10,14 @@ hybrid retriever. Built step by step in notebook 07.
 * ``conditions``: the diffusion condition c from a source: 'hidden', 'generated' (the paper: sigma of the mean
   token embedding of the generated answer), 'gold' (the same from the target's genre: the released code trains
   on it, a leak), 'minilm', 'none'.
-* ``train_diffusion`` (Eq. 8-13, 15): target q+ = the next item's CF embedding, shared t and eps for q+ and the
-  negatives (``lib.diffusion.bpr_diffusion_loss``); the released code's pairing (every condition with every target
-  of the batch), mean-of-negatives and loss scale (per-coordinate means in both terms) as options.
-  ``train_regressor``: the w/o Diffusion ablation.
+* ``generate``: y sampled from pure noise by a trained conditional denoiser (100 steps, the paper).
 * ``retrieve`` (Eq. 14): cos(y, q_j) (1 + pi [item j has the named genre]).
+
+Training lives beside it in ``deftrec_train.py`` (L_LLM, the BPR-contrastive diffusion, the w/o Diffusion regressor),
+as HDRec's does in ``hdrec_train.py``.
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -28,12 +27,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib import diffusion
-from lib.models.lightgcn import sample_negatives
 
 SOURCES = ("hidden", "generated", "gold", "minilm", "none")
-PAIRINGS = ("paired", "all")                # the paper; the released code's B x B broadcast
-NEGATIVES = ("mean", "each", "batch_mean")  # Eq. 13 (one mean of n_neg per row); Eq. 12 (each); the released
-                                            # code (one mean per batch, batch-mean errors inside the sigmoid)
 TEMPLATE = "Given the following watching history of the user{user}:{items}. Predict the user preferences."
 ANSWER_PREFIX = " Analysing the watching history, the user may prefer"
 ANSWER = " {genre} movies."                 # the paper's response template 0, movies instead of products
@@ -216,35 +211,10 @@ class DeftLLM(nn.Module):
         return {"hidden": torch.cat(hs), "genre": logits.argmax(1), "genre_logits": logits,
                 "seconds": time.perf_counter() - t0}
 
-    def answer_embedding(self, genre_idx: torch.Tensor) -> torch.Tensor:
-        """(N, H) mean word embedding of the answer ' <genre> movies.' for each genre index (Eq. 4's Z_i)."""
-        return self.answer_table()[genre_idx]
-
     def answer_table(self) -> torch.Tensor:
         """(G, H) mean word embedding of each genre's answer (what 'generated' and 'gold' conditions read)."""
         W = self.embed_tokens.weight.detach().cpu()
         return torch.stack([W[torch.tensor(a)].mean(0) for a in self.answer_ids])
-
-
-def train_llm(model: DeftLLM, users, histories, answers, steps: int, batch_size: int, lr_lora: float,
-              lr_tok: float, seed: int, progress: bool = True) -> list[float]:
-    """A few AdamW steps of L_LLM over random training windows: LoRA matrices and both tokenizers learn."""
-    g = np.random.default_rng(seed)
-    params_lora = [p for n, p in model.llm.named_parameters() if "lora_" in n and p.requires_grad]
-    params_tok = list(model.enc_item.parameters()) + list(model.enc_user.parameters())
-    opt = torch.optim.AdamW([{"params": params_lora, "lr": lr_lora}, {"params": params_tok, "lr": lr_tok}])
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="L_LLM", disable=not progress, leave=False):
-        pick = g.choice(len(users), size=min(batch_size, len(users)), replace=False)
-        b = model.build([users[i] for i in pick], [histories[i] for i in pick], [answers[i] for i in pick])
-        loss = model.llm_loss(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
 
 
 # --------------------------------------------------------------------------- conditions (section 2.4.2)
@@ -266,151 +236,7 @@ def condition(source: str, enc: dict | None, answers: torch.Tensor | None = None
     return torch.sigmoid(c) if sigmoid else c
 
 
-# --------------------------------------------------------------------------- diffusion (Eq. 8-13, 15)
-def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = None, scale: str = "code"):
-    """The released code's broadcast: noise coefficients of shape (B, 1, 1) against x of (B, D) make x_t (B, B, D),
-    so condition i meets every target j of the batch (1 pair in B matches): it learns the marginal.
-    max_pairs: average over that many random targets j per row instead of all B (an unbiased estimate of the same
-    loss at a fraction of its B^2 cost); None: all of them. scale (diffusion.SCALES): 'code' (default) the released
-    code's F.mse_loss, a mean over pairs and coordinates; 'paper' the squared norm of Eq. 10, D times that."""
-    if scale not in diffusion.SCALES:
-        raise ValueError(f"scale must be one of {diffusion.SCALES}, got {scale!r}")
-    B, D = q_pos.shape
-    t = torch.randint(0, sched.num_train_timesteps, (B,), generator=generator)
-    eps = diffusion.randn(q_pos.shape, generator)
-    if max_pairs is None or max_pairs >= B:
-        j = torch.arange(B).expand(B, B)                                            # (B, B): every target
-    else:
-        j = torch.randint(0, B, (B, max_pairs), generator=generator)                 # (B, P) random targets
-    P = j.shape[1]
-    ab = sched.alphas_cumprod[t].view(B, 1, 1)
-    x_t = ab.sqrt() * q_pos[j] + (1 - ab).sqrt() * eps[j]                          # (B, P, D)
-    c = None if cond is None else cond[:, None].expand(B, P, cond.shape[1]).reshape(B * P, -1)
-    out = net(x_t.reshape(B * P, D), t[:, None].expand(B, P).reshape(-1), c).view(B, P, D)
-    target = eps[j] if sched.prediction_type == "epsilon" else q_pos[j]
-    err = (out - target).pow(2).sum(-1)                                            # (B, P) squared norms, Eq. 10
-    return err.mean() if scale == "paper" else err.mean() / D                      # 'code': F.mse_loss
-
-
-def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarray, Q: torch.Tensor,
-                    seen: np.ndarray, sched: diffusion.Scheduler, valid_fn, *, gamma2: float = 0.5,
-                    n_neg: int = 10, negatives: str = "mean", pairing: str = "paired", epochs: int = 200,
-                    batch_size: int = 256, lr: float = 1e-3, hidden: int = 256, p_uncond: float = 0.0,
-                    eval_every: int = 10, patience: int = 5, seed: int = 0, progress: bool = True,
-                    desc: str = "diffusion", all_pairs_sample: int | None = 16,
-                    scale: str = "paper") -> tuple[diffusion.Denoiser, list[dict]]:
-    """Train a conditional denoiser on (c, q+ = Q[pos]) pairs with L_Diff + gamma2 L_Neg (Eq. 15 without
-    gamma1 L_LLM: the LLM is trained before and frozen here, see the notebook). cond: (N, C) or None, row n for
-    pair n. Negatives: n_neg items the user has not seen, drawn afresh each epoch; 'mean' denoises their mean
-    (Eq. 13, the paper's single negative per sample), 'each' every one (Eq. 12), 'batch_mean' one mean for the
-    whole batch with batch-mean errors (the released code). pairing='all': the released code's B x B pairing,
-    estimated from all_pairs_sample random targets per row (None: all B). p_uncond > 0 trains a null condition
-    (CFG; not in the paper). scale: the one scale of L_Diff and of the errors inside L_Neg (diffusion.SCALES):
-    'paper' squared norms in both (Eq. 10, 13), 'code' per-coordinate means in both (the released code's
-    F.mse_loss); either way gamma2 weighs the two terms alike for any D.
-    valid_fn(denoiser) -> validation NDCG@10, every eval_every epochs; the best is kept."""
-    if pairing not in PAIRINGS or negatives not in NEGATIVES:
-        raise ValueError(f"pairing must be one of {PAIRINGS} and negatives one of {NEGATIVES}, "
-                         f"got {pairing!r}, {negatives!r}")
-    if scale not in diffusion.SCALES:
-        raise ValueError(f"scale must be one of {diffusion.SCALES} ('paper': squared norms in both terms, 'code': "
-                         f"per-coordinate means in both, the released code), got {scale!r}")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    D = Q.shape[1]
-    net = diffusion.Denoiser(D, 0 if cond is None else cond.shape[1], hidden=hidden)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-
-    def epoch_fn(epoch):
-        perm = rng.permutation(len(pos))
-        negs = sample_negatives(users[perm], seen, len(Q), rng, n_neg)                 # (N, n_neg)
-        logs = []
-        for s in range(0, len(perm), batch_size):
-            idx = perm[s:s + batch_size]
-            q_pos = Q[pos[idx]]
-            c = None if cond is None else cond[idx]
-            q_neg = Q[negs[s:s + batch_size]]                                          # (b, n_neg, D)
-            if negatives == "mean":
-                q_neg = q_neg.mean(1, keepdim=True)                                    # Eq. 13: q- = mean_j q_j-
-            elif negatives == "batch_mean":
-                q_neg = q_neg.mean((0, 1), keepdim=True).expand(len(idx), 1, D)
-            reduce = "batch" if negatives == "batch_mean" else "row"
-            if pairing == "all":
-                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample, scale=scale)
-                l_neg = torch.zeros(())
-                if gamma2:                                             # on l_diff's scale
-                    l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
-                                                         scale=scale)["neg"]
-                out = {"diff": l_diff, "neg": l_neg, "err_pos": torch.zeros(1), "err_neg": torch.zeros(1, 1)}
-            else:
-                out = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
-                                                   scale=scale)
-            loss = out["diff"] + gamma2 * out["neg"]                                  # Eq. 15
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            logs.append([out["diff"].item(), out["neg"].item(), out["err_pos"].mean().item(),
-                         out["err_neg"].mean().item()])
-        return dict(zip(("diff", "neg", "err_pos", "err_neg"), np.mean(logs, 0).tolist()))
-
-    hist = _fit_loop(net, epoch_fn, lambda: valid_fn(net), epochs, eval_every, patience, desc, progress)
-    return net, hist
-
-
-def _fit_loop(net, epoch_fn, valid_fn, epochs: int, eval_every: int, patience: int, desc: str, progress: bool):
-    """Epochs of epoch_fn(epoch) -> log row; validation NDCG@10 every eval_every epochs (and at the last); stop
-    after `patience` checks without a better one; the best weights are restored. Returns the rows."""
-    hist, best, best_state, bad = [], -1.0, None, 0
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        net.train()
-        row = {"epoch": epoch, **epoch_fn(epoch)}
-        if epoch % eval_every == 0 or epoch == epochs:
-            net.eval()
-            row["valid_NDCG@10"] = v = valid_fn()
-            bar.set_postfix(ndcg=f"{v:.4f}")
-            if v > best:
-                best, bad, best_state = v, 0, copy.deepcopy(net.state_dict())
-            else:
-                bad += 1
-        hist.append(row)
-        if bad >= patience:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return hist
-
-
-def train_regressor(cond: torch.Tensor, pos: np.ndarray, Q: torch.Tensor, valid_fn, *, epochs: int = 200,
-                    batch_size: int = 256, lr: float = 1e-3, hidden: int = 256, eval_every: int = 10,
-                    patience: int = 5, seed: int = 0, progress: bool = True):
-    """'w/o Diffusion' (Table 5): an MLP regressing c -> q+ with MSE; same data, epochs and early stopping.
-    Returns (net, history); net(c) -> (N, D)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    net = nn.Sequential(nn.Linear(cond.shape[1], hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                        nn.Linear(hidden, Q.shape[1]))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-
-    def epoch_fn(epoch):
-        perm = rng.permutation(len(pos))
-        ls = []
-        for s in range(0, len(perm), batch_size):
-            idx = perm[s:s + batch_size]
-            loss = F.mse_loss(net(cond[idx]), Q[pos[idx]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ls.append(loss.item())
-        return {"mse": float(np.mean(ls))}
-
-    hist = _fit_loop(net, epoch_fn, lambda: valid_fn(lambda c: net(c)), epochs, eval_every, patience,
-                     "regressor", progress)
-    return net, hist
-
-
+# --------------------------------------------------------------------------- sampling (Eq. 8-9 reversed)
 @torch.no_grad()
 def generate(net, sched: diffusion.Scheduler, cond: torch.Tensor | None, n: int, seed: int, steps: int = 100,
              spacing: str = "trailing", start_t: int | None = None, guidance: float = 0.0) -> torch.Tensor:
