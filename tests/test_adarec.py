@@ -94,6 +94,20 @@ def test_every_term_and_gradients_reach_adc_router_denoiser():
     assert -math.log(4) - 1e-5 <= m.last_losses["expl"] <= 0                     # -H of 4 choices
 
 
+def test_cont_loss_gradient_stays_on_the_coarse_experts_side():
+    """L_cont (Eq. 6) trains the coarse expert only: no gradient to the item table, positions, LayerNorm, the
+    denoiser, the fine expert or the ADC; the coarse expert's weights do get one."""
+    m = small()
+    m.train()
+    parts = m.losses(BATCH)
+    parts["cont"].backward()
+    assert m.E_coar.blocks[0].attn.W_qkv.weight.grad.abs().sum() > 0
+    for name, mod in (("item_emb", m.item_emb), ("pos_emb", m.pos_emb), ("denoiser", m.denoiser.mlp[0]),
+                      ("fine expert", m.E_fin.blocks[0].attn.W_qkv), ("ADC", m.W_sigma), ("LayerNorm", m.norm)):
+        g = mod.weight.grad
+        assert g is None or g.abs().sum() == 0, f"L_cont leaks into {name}"
+
+
 def test_eval_is_deterministic_causal_and_depth_is_one_per_user():
     m = small().eval()
     a, b = m.full_sort_predict(BATCH), m.full_sort_predict(BATCH)

@@ -15,7 +15,9 @@ One forward pass over a batch of left-padded windows item_seq (B, L):
 4. HP-MoE (Eq. 6-11): a fine and a coarse expert (one causal transformer block each) read every level; a router
    g_k = sigmoid(MLP([Pool(x0_hat^k); emb(k)])) (Eq. 7) weighs them; z_fin, z_coar are the mask- and gate-weighted,
    normalised sums (Eq. 8-9); a final gate mixes them (Eq. 10-11). L_cont (Eq. 6): InfoNCE between the coarse
-   expert's outputs of adjacent deep levels of the same user, other users' as negatives (tau 0.07).
+   expert's outputs of adjacent deep levels of the same user, other users' as negatives (tau 0.07); the coarse
+   expert reads detached levels for it (one more pass of that block in training), so L_cont trains the coarse
+   expert alone, as the paper has it.
 5. L = L_rec + lambda_deno L_deno + lambda_cont L_cont + lambda_expl L_expl (Eq. 12); L_rec the cross-entropy over
    all items (Eq. 13) at every position, as the suite's SASRec.
 
@@ -165,7 +167,6 @@ class ADARec(SASRec):
         self.W_g = nn.Linear(D, D)
         self.apply(self._init)                                               # RecBole's init, as SASRec
         self.last: dict = {}                                                  # the last forward's internals
-        self.eval_seed = 0
         self.forced_depth: int | None = None                                 # set to override the ADC (0..T_max)
 
     # ------------------------------------------------------------------ the three modules
@@ -204,7 +205,7 @@ class ADARec(SASRec):
         K1 = self.T_max + 1
         t = self.t_levels[1:]                                                # (K,)
         # training: fresh noise; evaluation: a fixed seed, so that scoring a user twice gives the same ranking
-        gen = None if self.training else torch.Generator().manual_seed(self.eval_seed)
+        gen = None if self.training else torch.Generator().manual_seed(0)
         eps = diffusion.randn((B, L, K1 - 1, D), gen, E0.device, E0.dtype)
         ab = self.scheduler.alphas_cumprod.to(E0.device)[t].view(1, 1, -1, 1)
         x0 = E0.unsqueeze(2)
@@ -247,6 +248,10 @@ class ADARec(SASRec):
             h = (m.unsqueeze(-1) * f).sum(-2) / (m.sum(-1, keepdim=True) + 1e-8)
         out = {"h": h, "m": m, "g": g, "y": y, "p": p, "logits": logits, "coarse": c, "L_deno": deno,
                "fine_last": f[:, -1], "levels_last": levels[:, -1]}
+        if self.training and self.moe and self.lambda_cont > 0 and self.T_max > 0:
+            # L_cont's input (Eq. 6): the coarse expert re-read on detached levels, so that its gradient stays on the
+            # coarse expert's side (the paper) and reaches neither E^0's tables, LayerNorm nor the denoiser
+            out["coarse_sg_last"] = self.E_coar(flat.detach(), mask_k).view(B, K1, L, D)[:, :, -1]   # (B, K+1, D)
         self.last = {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items() if k != "coarse"}
         return out
 
@@ -263,8 +268,8 @@ class ADARec(SASRec):
         if out["L_deno"] is not None and self.lambda_deno > 0:
             act = out["m"][..., 1:].detach() * keep.unsqueeze(-1)                        # active levels, real targets
             parts["deno"] = (out["L_deno"] * act).sum() / act.sum().clamp(min=1)
-        if self.moe and self.lambda_cont > 0 and self.T_max > 0:
-            last = out["coarse"][:, -1]                                                  # (B, K+1, D), last position
+        if "coarse_sg_last" in out:                                                      # training, MoE, lambda_cont > 0
+            last = out["coarse_sg_last"]                                                 # (B, K+1, D), last position
             T_u = out["m"][:, -1].detach().sum(-1).round().long() - 1                    # (B,) depth at the end
             parts["cont"] = adjacent_level_infonce(last, T_u, self.tau_cont)             # Eq. 6
         if self.adc_mode != "off" and self.T_max > 0 and self.lambda_expl > 0:
