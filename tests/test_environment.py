@@ -36,3 +36,27 @@ def test_file_only_packages_are_found_without_import():
         assert spec is not None and spec.submodule_search_locations, f"{name} is installed"
     rb = Path(list(importlib.util.find_spec("recbole").submodule_search_locations)[0])
     assert (rb / "dataset_example" / "ml-100k" / "ml-100k.inter").is_file()
+
+
+def test_wheel_check_asks_pip_for_a_dry_run_per_version(monkeypatch):
+    """`make wheels-check` runs pip's dry run (installs nothing) for 3.11-3.13 with every pin; a failing version is
+    named with pip's last lines."""
+    import subprocess
+
+    from lib import wheelcheck
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        bad = "3.13" in cmd and "--no-deps" not in cmd
+        return subprocess.CompletedProcess(cmd, 1 if bad else 0, "", "ERROR: No matching distribution for x" if bad else "")
+    monkeypatch.setattr(wheelcheck.subprocess, "run", fake_run)
+    out = wheelcheck.check()
+    assert out["3.11"] is None and out["3.12"] is None and "No matching distribution" in out["3.13"]
+    first = calls[0]
+    assert {"--dry-run", "--only-binary=:all:", "--target"} <= set(first) and first[first.index("--python-version") + 1] == "3.11"
+    deps, nodeps = pins_pyproject()
+    assert deps <= set(first) and any(set(nodeps) <= set(c) and "--no-deps" in c for c in calls)
+    assert wheelcheck.main(["3.13"]) == 1
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert cfg["project"]["requires-python"] == ">=3.11,<3.14"
