@@ -1,9 +1,13 @@
 """`make wheels-check`: does every pinned package resolve to a wheel for Python 3.11, 3.12 and 3.13?
 
-For each version, pip resolves the pins of pyproject.toml (with their dependencies) and the two no-deps packages
-in a dry run for Linux x86-64 (`--only-binary=:all: --python-version X --dry-run --target <tmp>`): nothing is
-installed, and only package metadata is fetched where the index serves it. Prints one line per version and exits 1
-naming the versions that do not resolve, with pip's last lines.
+For each version, pip's dry run for Linux x86-64 (`--only-binary=:all: --python-version X --dry-run --target <tmp>`;
+nothing is installed, only package metadata is fetched where the index serves it):
+
+1. every pin of pyproject.toml and the two no-deps packages, each without its dependencies: is there a wheel of
+   that exact version for that Python? A failure here fails the check (exit 1), naming pip's last lines.
+2. the pins with all their dependencies: reported, not failed on. On this workplace's index PyPI's torch (a CUDA
+   build) needs NVIDIA wheels that may not be served; a CPU-only torch wheel (the one `make install` uses here, from
+   the machine's wheel folder, or download.pytorch.org's) has none of them.
 """
 from __future__ import annotations
 
@@ -34,20 +38,23 @@ def pip_dry_run(version: str, packages: list[str], no_deps: bool) -> subprocess.
         return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def _tail(r: subprocess.CompletedProcess) -> str:
+    return "\n".join(line for line in (r.stderr or r.stdout).strip().splitlines() if not line.startswith("WARNING"))[-600:]
+
+
 def check(versions=VERSIONS) -> dict[str, str | None]:
-    """{version: None when every pin resolves, else pip's last lines}."""
+    """{version: None when every pin has a wheel for it, else pip's last lines}; the full resolution is printed."""
     deps, nodeps = pins()
     out = {}
     for v in versions:
-        failed = None
-        for packages, no_deps in ((deps, False), (nodeps, True)):
-            r = pip_dry_run(v, packages, no_deps)
-            if r.returncode:
-                failed = "\n".join((r.stderr or r.stdout).strip().splitlines()[-6:])
-                break
-        out[v] = failed
-        print(f"Python {v}: " + ("every pin resolves to a wheel" if failed is None else f"does not resolve:\n{failed}"),
-              flush=True)
+        r = pip_dry_run(v, deps + nodeps, no_deps=True)
+        out[v] = _tail(r) if r.returncode else None
+        print(f"Python {v}: " + ("every pin has a wheel" if out[v] is None else f"a pin has no wheel:\n{out[v]}"), flush=True)
+        if out[v] is None:
+            full = pip_dry_run(v, deps, no_deps=False)
+            print(f"  with every dependency: " + ("resolves" if not full.returncode else
+                                                  f"does not resolve here (information, not a failure):\n  {_tail(full)}"),
+                  flush=True)
     return out
 
 

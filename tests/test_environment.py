@@ -48,15 +48,18 @@ def test_wheel_check_asks_pip_for_a_dry_run_per_version(monkeypatch):
 
     def fake_run(cmd, **kw):
         calls.append(cmd)
-        bad = "3.13" in cmd and "--no-deps" not in cmd
-        return subprocess.CompletedProcess(cmd, 1 if bad else 0, "", "ERROR: No matching distribution for x" if bad else "")
+        bad = "3.13" in cmd and "--no-deps" in cmd                    # a pin without a wheel for 3.13
+        deps_fail = "3.12" in cmd and "--no-deps" not in cmd           # 3.12: a dependency is not served (informative)
+        return subprocess.CompletedProcess(cmd, 1 if bad or deps_fail else 0, "",
+                                           "ERROR: No matching distribution for x" if bad or deps_fail else "")
     monkeypatch.setattr(wheelcheck.subprocess, "run", fake_run)
     out = wheelcheck.check()
     assert out["3.11"] is None and out["3.12"] is None and "No matching distribution" in out["3.13"]
     first = calls[0]
-    assert {"--dry-run", "--only-binary=:all:", "--target"} <= set(first) and first[first.index("--python-version") + 1] == "3.11"
+    assert {"--dry-run", "--only-binary=:all:", "--target", "--no-deps"} <= set(first)
+    assert first[first.index("--python-version") + 1] == "3.11"
     deps, nodeps = pins_pyproject()
-    assert deps <= set(first) and any(set(nodeps) <= set(c) and "--no-deps" in c for c in calls)
-    assert wheelcheck.main(["3.13"]) == 1
+    assert (deps | nodeps) <= set(first) and any(deps <= set(c) and "--no-deps" not in c for c in calls)
+    assert wheelcheck.main(["3.12"]) == 0 and wheelcheck.main(["3.13"]) == 1
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert cfg["project"]["requires-python"] == ">=3.11,<3.14"
