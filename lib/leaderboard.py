@@ -128,6 +128,6 @@ def headline(stem: str, r: dict) -> str:
     if c:
         size = f"; {c['size']} ({metrics.pct(c['paper_effect'])})" if c.get("size") else ""
         return (f"{c['text']}: {c['mean_a']:.4f} vs {c['mean_b']:.4f} {c['metric']}, {c['diff']:+.4f} "
-                f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], {c['verdict']} (detectable {metrics.pct(c['mde_rel'])}"
+                f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], {c['verdict']} (detectable {metrics.pct(c['mde_rel']).lstrip('+')}"
                 f"){size}")
     return r.get("headline") or "results recorded"
