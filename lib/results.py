@@ -161,7 +161,8 @@ def save(output_dir, stem: str, results: dict, *, params: dict, t_start: float, 
                                   smoke=results.get("smoke"))}
     r = _finite_or_none(json.loads(json.dumps(utils._jsonable(r))))   # what the file will hold, checked before
     validate(r, stem)                                                   # writing
-    return utils.save_results(output_dir, stem, r)
+    path = utils.repo_path(output_dir) / f"{stem}.json"
+    return utils.atomic_write_bytes(path, json.dumps(r, indent=2, sort_keys=True).encode())
 
 
 def load(output_dir, stem: str) -> dict | None:

@@ -33,8 +33,7 @@ NAV_STYLE = ("position:sticky;top:0;z-index:100;background:#263238;color:#fff;pa
 _SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"     # relative: works from file://
 # the package ships MathJax's STIX-Web fonts only (not its TeX fonts): the output uses them, no image fonts
-MATHJAX_FONTS = ('"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}, '
-                 'SVG: {font: "STIX-Web"}, ')
+MATHJAX_FONTS = '"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}, '
 
 
 def mathjax_dir() -> Path:

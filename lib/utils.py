@@ -1,7 +1,6 @@
-"""Small shared helpers: seeds, devices, paths, atomic writes, results files."""
+"""Small shared helpers: seeds, devices, paths, atomic writes, JSON-ready values (lib.results writes the files)."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -98,9 +97,3 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     return o
-
-
-def save_results(output_dir: str | os.PathLike, stem: str, results: dict) -> Path:
-    """Write a notebook's headline numbers to <output_dir>/<stem>.json (atomically)."""
-    path = repo_path(output_dir) / f"{stem}.json"
-    return atomic_write_bytes(path, json.dumps(_jsonable(results), indent=2, sort_keys=True).encode())
