@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lib.utils import eval_mode
+
 SCHEDULES = ("linear", "cosine", "exp")
 PREDICTION_TYPES = ("epsilon", "sample")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -140,27 +142,33 @@ class Scheduler:
             raise ValueError(f"timesteps must lie in 0..{self.num_train_timesteps - 1}, got values "
                              f"{int(t.min())}..{int(t.max())}")
 
-    def _gather(self, table: torch.Tensor, t, like: torch.Tensor) -> torch.Tensor:
-        """table[t] shaped to broadcast over `like`: (B, 1, ...) for a (B,) t, a scalar tensor for an int t."""
+    def _gather(self, table: torch.Tensor, t, like: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """table[t] shaped to broadcast over `like`: (B, 1, ...) for a (B,) t, a scalar tensor for an int t. dim: the
+        axis of `like` that a 1-D t runs along (ADARec's levels sit on axis 2: (B, L, K, D) with one step per level)."""
         t = torch.as_tensor(t, dtype=torch.long)
         self._check_t(t.reshape(-1))
         v = table[t.cpu()].to(device=like.device, dtype=like.dtype)
+        if dim and v.dim() == 1:
+            shape = [1] * like.dim()
+            shape[dim] = -1
+            return v.reshape(shape)
         return v.reshape(v.shape + (1,) * (like.dim() - v.dim())) if v.dim() else v
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """Forward process in closed form. x0, noise: (B, ...); t: LongTensor (B,) or an int.
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t, dim: int = 0) -> torch.Tensor:
+        """Forward process in closed form. x0, noise: (B, ...); t: LongTensor (B,) or an int (dim: the axis t runs
+        along, see `_gather`; x0 may be 1 there and broadcast).
 
         Eq. 4 (q(x_t | x_0)); LLMDiRec 3.2; ADARec Eq. 4; DeftRec Eq. 8."""
         # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
-        return self._gather(self.alphas_cumprod.sqrt(), t, x0) * x0 + \
-            self._gather((1 - self.alphas_cumprod).sqrt(), t, x0) * noise
+        return self._gather(self.alphas_cumprod.sqrt(), t, noise, dim) * x0 + \
+            self._gather((1 - self.alphas_cumprod).sqrt(), t, noise, dim) * noise
 
-    def predict_x0(self, model_output: torch.Tensor, t, x_t: torch.Tensor) -> torch.Tensor:
-        """x0_hat from the model's output at step t (t: int or (B,)). For epsilon-prediction this is
+    def predict_x0(self, model_output: torch.Tensor, t, x_t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """x0_hat from the model's output at step t (t: int or (B,), along axis dim). For epsilon-prediction this is
         Eq. 15 = ADARec Eq. 5: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t)."""
         if self.prediction_type == "sample":
             return model_output
-        ab = self._gather(self.alphas_cumprod, t, x_t)
+        ab = self._gather(self.alphas_cumprod, t, x_t, dim)
         return (x_t - (1 - ab).sqrt() * model_output) / ab.sqrt()
 
     # ----------------------------------------------------------------------- the reverse process
@@ -411,7 +419,7 @@ def guided_output(model, x_t: torch.Tensor, t, cond: torch.Tensor | None, guidan
 def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = None, guidance_scale: float = 0.0,
            generator: torch.Generator | None = None, num_inference_steps: int | None = None,
            x_start: torch.Tensor | None = None, start_t: int | None = None, return_trajectory: bool = False,
-           noise_start: bool = True, allow_signal_start: bool = False):
+           noise_start: bool = True, allow_signal_start: bool = False, spacing: str | None = None):
     """Run the reverse process; returns x0 (B, D), or (x0, Trajectory).
 
     * From pure noise (x_start None): x ~ N(0, I) of `shape` (or cond's batch and the model's dim) is taken as
@@ -419,14 +427,16 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
     * Partial reverse (ADARec style): x_start = clean vectors, noised to depth start_t with Eq. 4 (default: the
       first sampling step), then denoised from there. noise_start=False takes x_start as x_{start_t} as it is.
     num_inference_steps: sample on a shorter schedule (Scheduler.inference_timesteps); None = the scheduler's
-    current `timesteps` (every training step unless `set_timesteps` chose fewer).
+    current `timesteps` (every training step unless `set_timesteps` chose fewer). spacing: how those steps are spaced
+    ('leading', 'trailing', 'linspace'; None: the scheduler's timestep_spacing), for this run only: the scheduler is
+    not changed.
     The model is put in eval mode for the run and its mode restored.
 
     A pure-noise start is refused (ValueError naming the step and its alpha_bar) where alpha_bar of the first
     step is above MAX_START_ALPHA_BAR: the forward process there still keeps sqrt(alpha_bar) of the signal, so
     N(0, I) is a state the denoiser never saw. allow_signal_start=True runs it anyway (to show what happens).
     """
-    ts = scheduler.inference_timesteps(num_inference_steps) if num_inference_steps else scheduler.timesteps
+    ts = scheduler.inference_timesteps(num_inference_steps, spacing) if num_inference_steps else scheduler.timesteps
     if start_t is not None:
         start_t = int(start_t)
         if not 0 <= start_t < scheduler.num_train_timesteps:
@@ -455,17 +465,15 @@ def sample(model, scheduler: Scheduler, shape=None, cond: torch.Tensor | None = 
         x = randn(shape, generator, dev)
     if cond is not None:
         cond = cond.to(dev)
-    was_training = model.training
-    model.eval()
     rec_t, rec_x, rec_x0 = [], [], []
-    for i, t in enumerate(ts):
-        prev_t = ts[i + 1] if i + 1 < len(ts) else -1
-        out = guided_output(model, x, t, cond, guidance_scale)
-        step = scheduler.step(out, t, x, generator=generator, prev_t=prev_t)
-        if return_trajectory:
-            rec_t.append(t); rec_x.append(x); rec_x0.append(step.pred_original_sample)
-        x = step.prev_sample
-    model.train(was_training)
+    with eval_mode(model):
+        for i, t in enumerate(ts):
+            prev_t = ts[i + 1] if i + 1 < len(ts) else -1
+            out = guided_output(model, x, t, cond, guidance_scale)
+            step = scheduler.step(out, t, x, generator=generator, prev_t=prev_t)
+            if return_trajectory:
+                rec_t.append(t); rec_x.append(x); rec_x0.append(step.pred_original_sample)
+            x = step.prev_sample
     if not return_trajectory:
         return x
     return x, Trajectory(torch.tensor(rec_t), torch.stack(rec_x), torch.stack(rec_x0), x)

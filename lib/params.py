@@ -1,4 +1,5 @@
-"""Validation of a notebook's parameters cell: the first code cell after it calls `check`."""
+"""A notebook's parameters: the first code cell after the parameters cell applies a preset (`apply_preset`) and
+validates every value through `check`; `defaults` and `snapshot` read the cell for results files."""
 from __future__ import annotations
 
 import numbers
@@ -12,6 +13,33 @@ from lib.utils import REPO, repo_path
 
 class ParamError(ValueError):
     """A notebook parameter has a value it cannot take; the message names it and what is valid."""
+
+
+# Named sets of a notebook's parameters, by notebook stem; a preset's values replace the parameters cell's.
+# 06 "laptop" changes nothing (the cell's defaults are sized for 2 CPU cores and 25 minutes). 06 "paper-scale" moves
+# toward the paper (HDRec Table 2: batch 10, lr 1.5e-4, whole sequences, every user, the whole model); on 2 CPU cores
+# it costs days (the notebook prints its estimate), so it is meant for a GPU (device="cuda").
+PRESETS = {
+    "06_hdrec_dual_lora": {
+        "laptop": {},
+        "paper-scale": dict(llm_layers=None, title_words=None, L=20, batch_size=10, steps=1000, n_train_users=943,
+                            n_eval_users=943, lr_lora=1.5e-4, lr_head=1e-3),
+    },
+}
+
+
+def apply_preset(namespace: dict, stem: str, preset: str) -> dict:
+    """Set preset `preset` of notebook `stem` (PRESETS) in `namespace`, the notebook's globals(); returns the values
+    it set. An unknown preset is a ParamError naming the valid ones."""
+    presets = PRESETS.get(stem, {})
+    if preset not in presets:
+        raise ParamError(f"unknown preset {preset!r} for {stem}; valid values are "
+                         f"{', '.join(map(repr, presets)) or 'none (this notebook has no presets)'}")
+    unknown = set(presets[preset]) - set(defaults(stem))
+    if unknown:
+        raise ParamError(f"preset {preset!r} sets {sorted(unknown)}, which are not parameters of {stem}")
+    namespace.update(presets[preset])
+    return dict(presets[preset])
 
 
 def resolve_device(device: str) -> str:
@@ -40,13 +68,21 @@ def _number(value) -> bool:
 
 
 def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = None, nonneg: dict | None = None,
-          optional: dict | None = None, **sizes) -> dict:
-    """Check the common parameters and any number of sizes; return {"device": ..., "dataset_dir": ...}.
+          optional: dict | None = None, integers: dict | None = None, fractions: dict | None = None,
+          flags: dict | None = None, rules=(), **sizes) -> dict:
+    """Check the common parameters and any number of others; return {"device", "dataset_dir", "output_dir"}.
+    Every check of a notebook's parameters goes through here, so a bad value stops the notebook at its first code
+    cell with a ParamError that names the parameter and what is valid.
 
     sizes: name=value pairs that must be positive numbers (epochs, hidden sizes, learning rates...).
     nonneg: name=value pairs that must be numbers >= 0 (loss weights, where 0 switches a term off; guidance 0).
     optional: name=value pairs that may be None (off) or else must be positive numbers.
-    choices: name=(value, allowed) pairs for string options such as a fusion variant.
+    integers: name=(value, minimum) pairs that must be integers >= minimum (counts, depths; threads 0 = default).
+    fractions: name=value pairs that must be numbers in [0, 1) (dropout, masking ratios).
+    flags: name=value pairs that must be True or False.
+    choices: name=(value, allowed) pairs for options such as a fusion variant.
+    rules: (test, message) pairs for what ties parameters together (joint_updates <= batch_size): test() is called
+    after every single value has passed, and a False raises ParamError(message).
     """
     if not isinstance(smoke, bool):
         raise ParamError(f"smoke must be True or False, got {smoke!r}")
@@ -61,9 +97,21 @@ def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = No
     for name, value in (optional or {}).items():
         if value is not None and (not _number(value) or not value > 0):
             raise ParamError(f"{name} must be None (off) or a positive number, got {value!r}")
+    for name, (value, minimum) in (integers or {}).items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ParamError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    for name, value in (fractions or {}).items():
+        if not _number(value) or not 0 <= value < 1:
+            raise ParamError(f"{name} must be a number in [0, 1), got {value!r}")
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            raise ParamError(f"{name} must be True or False, got {value!r}")
     for name, (value, allowed) in (choices or {}).items():
         if value not in allowed:
             raise ParamError(f"unknown {name} {value!r}; valid values are {', '.join(map(repr, allowed))}")
+    for test, message in rules:
+        if not test():
+            raise ParamError(message)
     out = repo_path(output_dir)
     if out.resolve() == (REPO / "notebooks").resolve():
         raise ParamError(f"output_dir={output_dir!r} is the notebooks folder: executed copies never overwrite "

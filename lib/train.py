@@ -1,13 +1,18 @@
-"""A small, generic fit loop (notebook 01): seeded, progress bar, early stopping on validation NDCG@10.
+"""The suite's one training loop (notebook 01), its fit for sequential models, and scorers for lib.metrics.
 
-Any model with RecBole's contract trains here: ``calculate_loss(batch)`` on batches of whole-sequence
-windows ``{"item_seq": (B, L), "target_seq": (B, L)}`` and ``full_sort_predict({"item_seq": (B, L)})``.
+* ``loop``: epochs of batches, validation NDCG@10 with early stopping, the best weights restored, a loss that is not
+  finite refused with its epoch and batch, a progress bar, a ``FitResult``. Every model trains through it: SASRec-style
+  models through ``fit``, LightGCN (``lightgcn.fit``), DeftRec's denoiser and regressor (``deftrec_train``) and HDRec's
+  steps (``hdrec_train.train``) hand it their batches, their step and their validation.
+* ``fit``: any model with RecBole's contract, ``calculate_loss(batch)`` on batches of whole-sequence windows
+  ``{"item_seq": (B, L), "target_seq": (B, L)}`` and ``full_sort_predict({"item_seq": (B, L)})``, with the suite's
+  SASRec schedule by default (``sasrec.TRAIN_DEFAULTS``); ``fit_cached`` keeps fits under data/cache.
+* ``sequence_scorer`` / ``precomputed_scorer``: ``score_fn(users, stage)`` for lib.metrics from a sequential model or
+  from score matrices computed beforehand.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib import data, metrics, utils
+from lib.models.sasrec import TRAIN_DEFAULTS
 from lib.utils import set_seed
 
 
@@ -45,6 +51,12 @@ def sequence_scorer(model, split, max_len: int, device="cpu", batch_size: int = 
     return score_fn
 
 
+def precomputed_scorer(scores: dict):
+    """score_fn(users, stage) for lib.metrics from score matrices computed beforehand: {stage: (U, n_items)}, rows
+    in user order (LLM logits, sampled-and-retrieved scores)."""
+    return lambda users, stage: scores[stage][users]
+
+
 def evaluate_model(model, split, max_len: int, stage: str = "test", groups: bool = True, device="cpu",
                    mask: bool = True, ranks: bool = True) -> dict:
     """metrics.evaluate of a sequential model; with per-user "ranks" (for metrics.compare) by default."""
@@ -65,13 +77,103 @@ def lr_factor(step: int, warmup_steps: int, decay_steps: int | None, min_ratio: 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * u))
 
 
-def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
-        weight_decay: float = 0.0, patience: int = 10, seed: int = 0, device="cpu", progress: bool = True,
-        batches=None, on_epoch=None, warmup_epochs: float = 0.0, decay_epochs: float | None = None,
-        min_lr_ratio: float = 0.0, max_batches: int | None = None, max_history: int | None = None) -> FitResult:
-    """Train with AdamW (Adam when weight_decay = 0); after each epoch evaluate NDCG@10 on validation; stop
-    after `patience` epochs without improvement, or when the learning-rate schedule has ended (decay_epochs
-    reached: the model has converged by construction), and load the best weights back into `model`.
+class NonFiniteLoss(FloatingPointError):
+    """`update` refused a loss that is not finite; `loop` names the epoch and batch where it happened."""
+
+
+def update(opt, loss: torch.Tensor) -> float:
+    """One optimiser step down `loss`; a loss that is not finite is refused before any weight changes. Returns the
+    loss as a float. Steps that `loop` runs update through here."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"loss is {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _mean_logs(logs: list[dict]) -> dict:
+    """Each logged number averaged over the batches that logged it (summed in order, then divided)."""
+    out = {}
+    for k in dict.fromkeys(k for lg in logs for k in lg):
+        vals = [lg[k] for lg in logs if k in lg]
+        total = 0.0
+        for v in vals:
+            total += v
+        out[k] = total / len(vals)
+    return out
+
+
+def loop(model, batches, step, *, epochs: int, validate=None, patience: int | None = None, eval_every: int = 1,
+         on_epoch=None, stop=None, max_batches: int | None = None, unit: str = "epoch", desc: str | None = None,
+         progress: bool = True) -> FitResult:
+    """Train `model` for up to `epochs` epochs; returns a FitResult (one history row per epoch).
+
+    batches(epoch) -> the epoch's batches (epoch counts from 1; built afresh each epoch, e.g. reshuffled);
+    step(batch) -> {name: number}: trains on one batch, updating through `update`, and returns what to log; each
+    number is averaged over the epoch. max_batches: stop each epoch after that many batches (smoke runs).
+    validate() -> {metric: value} holding "NDCG@10": run in eval mode after every eval_every-th epoch and after the
+    last. A better NDCG@10 than any before keeps a copy of the weights; `patience` validations in a row without one
+    stop training (None: never). At the end the best weights are loaded back and the model is left in eval mode.
+    on_epoch(epoch) -> {name: number}: more to log, after the validation (a learning rate, a gate's mean).
+    stop() -> True ends training after the epoch (a learning-rate schedule that has reached zero).
+    A loss that is not finite raises FloatingPointError naming the epoch and the batch. unit: what one pass is called
+    in the rows and in that message ("epoch"; HDRec's one-batch passes are "step"s).
+    Each row: {unit: n, logged means..., "train_seconds", valid_<metric>..., on_epoch's numbers, "seconds"}."""
+    result, best, best_state, bad = FitResult(0, {}), -math.inf, None, 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc or f"{unit}s", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        te, logs = time.perf_counter(), []
+        for b, batch in enumerate(batches(epoch)):
+            if max_batches and b >= max_batches:
+                break
+            try:
+                logs.append(step(batch) or {})
+            except NonFiniteLoss as e:
+                raise FloatingPointError(f"{e} at {unit} {epoch}, batch {b}: training diverged; lower the learning "
+                                         f"rate or check the inputs") from None
+        row = {unit: epoch, **_mean_logs(logs), "train_seconds": time.perf_counter() - te}
+        checked = validate is not None and (epoch % eval_every == 0 or epoch == epochs)
+        if checked:
+            model.eval()
+            valid = validate()
+            row.update({f"valid_{k}": v for k, v in valid.items()})
+        if on_epoch is not None:
+            row.update(on_epoch(epoch) or {})
+        row["seconds"] = time.perf_counter() - te
+        result.history.append(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss", "valid_NDCG@10")})
+        if checked:
+            if valid["NDCG@10"] > best:
+                best, bad, best_state = valid["NDCG@10"], 0, copy.deepcopy(model.state_dict())
+                result.best_epoch, result.best_valid = epoch, valid
+                result.seconds_to_best = time.perf_counter() - t0
+            else:
+                bad += 1
+        if patience is not None and bad >= patience:
+            break
+        if stop is not None and stop():
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    model.eval()
+    return result
+
+
+def fit(model, split, *, max_len: int, epochs: int = TRAIN_DEFAULTS["epochs"],
+        batch_size: int = TRAIN_DEFAULTS["batch_size"], lr: float = TRAIN_DEFAULTS["lr"],
+        weight_decay: float = TRAIN_DEFAULTS["weight_decay"], patience: int = TRAIN_DEFAULTS["patience"],
+        warmup_epochs: float = TRAIN_DEFAULTS["warmup_epochs"],
+        decay_epochs: float | None = TRAIN_DEFAULTS["decay_epochs"], min_lr_ratio: float = 0.0, seed: int = 0,
+        device="cpu", progress: bool = True, batches=None, on_epoch=None, max_batches: int | None = None,
+        max_history: int | None = None) -> FitResult:
+    """Train with AdamW (Adam when weight_decay = 0) through `loop`: NDCG@10 on validation after each epoch, stop
+    after `patience` epochs without improvement or when the learning-rate schedule has ended (decay_epochs reached
+    with min_lr_ratio 0: the weights cannot change any more), the best weights loaded back into `model`. The
+    defaults are the suite's SASRec schedule (`lib.models.sasrec.TRAIN_DEFAULTS`, the one place that holds them).
 
     Learning rate (per optimiser step): linear warm-up over `warmup_epochs`, then a cosine decay to
     `min_lr_ratio * lr` at `decay_epochs` (None: constant after warm-up), see `lr_factor`.
@@ -82,7 +184,7 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
     batches: optional callable(epoch, generator) -> iterable of batch dicts, for models that need more
     than item_seq/target_seq; by default whole-sequence windows of the train split, reshuffled each epoch.
     on_epoch: optional callable(epoch, model) -> dict of extra numbers to log (e.g. a gate's mean).
-    Raises FloatingPointError naming the epoch, step and loss when the loss is not finite.
+    Raises FloatingPointError naming the epoch and batch when the loss is not finite.
     """
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -103,92 +205,64 @@ def fit(model, split, *, max_len: int, epochs: int = 200, batch_size: int = 128,
             idx = perm[s:s + batch_size]
             yield {"item_seq": X[idx], "target_seq": Y[idx]}
 
+    def step(batch):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        loss = update(opt, model.calculate_loss(batch))
+        sched.step()
+        return {"loss": loss}
+
+    def log(epoch):
+        return {"lr": opt.param_groups[0]["lr"], **((on_epoch(epoch, model) or {}) if on_epoch is not None else {})}
+
     make_batches = batches or default_batches
-    best, best_state, result = -1.0, None, FitResult(0, {})
-    t0, bad = time.perf_counter(), 0
-    bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        te, total, n = time.perf_counter(), 0.0, 0
-        for step, batch in enumerate(make_batches(epoch, gen)):
-            if max_batches and step >= max_batches:
-                break
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            loss = model.calculate_loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}: training "
-                                         f"diverged; lower lr (now {lr}) or check the inputs")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + loss.item(), n + 1
-        train_s = time.perf_counter() - te
-        valid = evaluate_model(model, split, max_len, "valid", groups=False, device=device, ranks=False)["overall"]
-        row = {"epoch": epoch, "loss": total / max(n, 1), "train_seconds": train_s, "lr": opt.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - te, **{f"valid_{k}": v for k, v in valid.items()}}
-        if on_epoch is not None:
-            row.update(on_epoch(epoch, model) or {})
-        result.history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{valid['NDCG@10']:.4f}")
-        if valid["NDCG@10"] > best:
-            best, bad = valid["NDCG@10"], 0
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.best_valid = epoch, valid
-            result.seconds_to_best = time.perf_counter() - t0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-        if decay is not None and sched.last_epoch >= decay and min_lr_ratio == 0:
-            break                                                     # lr is 0 from here: nothing would change
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.seconds = time.perf_counter() - t0
-    model.eval()
-    return result
+    return loop(model, lambda epoch: make_batches(epoch, gen), step, epochs=epochs, patience=patience,
+                validate=lambda: evaluate_model(model, split, max_len, "valid", groups=False, device=device,
+                                                ranks=False)["overall"],
+                on_epoch=log, stop=lambda: decay is not None and sched.last_epoch >= decay and min_lr_ratio == 0,
+                max_batches=max_batches, desc="epochs", progress=progress)
 
 
-def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, progress: bool = True,
-               device="cpu", fit_fn=None, **fit_kwargs):
-    """(model, FitResult, cached) for `build()` trained by `fit(model, split, seed=seed, **fit_kwargs)`, through
-    data/cache: the state and the FitResult (history included) are stored under a hash of `key` (what names the
-    model: its class, configuration and dataset), the seed and the fit arguments, so another notebook (or a
-    re-run) asking for the same fit loads it in a second instead of training again. Notebook 01's seed-0 SASRec
-    is the one notebook 06 reads.
+def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, progress: bool = True, fit_fn=None,
+               **fit_kwargs):
+    """(model, FitResult, cached) for `build()` trained by `fit_fn(model, split, seed=seed, **fit_kwargs)` (default
+    `fit`), through data/cache (`utils.cached`): the state and the FitResult (history included) are stored under a
+    hash of `key`, the seed, the fit's arguments and the data, so another notebook (or a re-run) asking for the same
+    fit loads it in a second instead of training again. Notebook 01's seed-0 SASRec is the one notebook 06 reads.
+
+    key names the model: its class, configuration and dataset ({"model": "LightGCN", ...}). A model class trains
+    with one loop (fit_fn: `fit`, or LightGCN's `lightgcn.fit`, which scores by user id), so the loop is not part of
+    the key. `device` is a fit argument like any other (only `fit` takes one) but not part of the key: a fit is the
+    same fit wherever it ran; a cached model is moved there.
 
     `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
-    start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash.
-    fit_fn: the training loop when it is not `fit` (LightGCN's, which scores by user id; CPU only), called the same
-    way and returning a FitResult; a module-level function, since its name is part of the key."""
-    data_md5 = hashlib.md5()
-    for part in (*split.train, split.valid, split.test):
-        data_md5.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
-    fit_fn = None if fit_fn is fit else fit_fn            # passing `fit` itself keys like the default
-    name = getattr(fit_fn, "__qualname__", "<no name>")
-    if fit_fn is not None and ("<lambda>" in name or "<locals>" in name or name == "<no name>"):
-        raise ValueError(f"fit_fn must be a module-level function, got {fit_fn!r}: its name is part of the cache key, "
-                         "so a lambda, closure or functools.partial could read another one's fit; pass its arguments "
-                         "to fit_cached as keywords instead")
-    named = {} if fit_fn is None else {"fit_fn": f"{fit_fn.__module__}.{name}"}
-    ident = json.dumps({"key": key, "seed": seed, "fit": fit_kwargs, "data": data_md5.hexdigest(), **named},
-                       sort_keys=True, default=str)
-    path = utils.CACHE / f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"
-    set_seed(seed)
-    model = build()
-    if use_cache and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("ident") != ident:
-                raise ValueError("the stored key differs")
-            model.load_state_dict(blob["state"])
-            return model.to(device).eval(), FitResult(**blob["fit"]), True
-        except Exception as e:                                   # a corrupt cache is recomputed, not a crash
-            print(f"cache {path.name} unreadable ({type(e).__name__}: {e}); training again")
-            set_seed(seed)
-            model = build()
-    result = (fit_fn or fit)(model, split, seed=seed, device=device, progress=progress, **fit_kwargs)
-    if use_cache:
-        utils.atomic_torch_save({"ident": ident, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                 "fit": dict(result.__dict__)}, path)
-    return model, result, False
+    start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash."""
+    data_md5 = utils.digest(*(np.asarray(part, dtype=np.int64) for part in (*split.train, split.valid, split.test)))
+    config = {"key": key, "seed": seed, "fit": {k: v for k, v in fit_kwargs.items() if k != "device"},
+              "data": data_md5}
+    path = utils.cache_file("fit", config)
+    ident = utils.config_text(config)          # stored beside the weights and compared on reading
+    fit_fn = fit_fn or fit
+
+    def built():
+        set_seed(seed)
+        return build()
+
+    def load(p):
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+        if blob.get("ident") != ident:
+            raise ValueError("the stored key differs")
+        model = built()
+        model.load_state_dict(blob["state"])
+        return model.to(fit_kwargs.get("device", "cpu")).eval(), FitResult(**blob["fit"])
+
+    def compute():
+        model = built()
+        return model, fit_fn(model, split, seed=seed, progress=progress, **fit_kwargs)
+
+    def save(value, tmp):
+        model, result = value
+        torch.save({"ident": ident, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "fit": dict(result.__dict__)}, tmp)
+
+    (model, result), cached = utils.cached(path, compute, use=use_cache, load=load, save=save)
+    return model, result, cached

@@ -1,10 +1,14 @@
-"""Small shared helpers: seeds, devices, paths, atomic writes, JSON-ready values (lib.results writes the files)."""
+"""Small shared helpers: seeds, paths, atomic writes, the one on-disk cache, a model's eval mode, JSON-ready values
+(lib.results writes the files)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,11 +64,64 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return Path(path)
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+def digest(*parts) -> str:
+    """md5 (hex) of arrays or tensors, each by its bytes and a separator: a cache key's stand-in for data."""
+    h = hashlib.md5()
+    for part in parts:
+        part = part.detach().cpu().numpy() if torch.is_tensor(part) else np.asarray(part)
+        h.update(np.ascontiguousarray(part).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def config_text(config: dict) -> str:
+    """`config` as JSON with sorted keys (a value JSON does not know by its str): the text a cache key hashes."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def cache_file(name: str, config: dict, suffix: str = ".pt") -> Path:
+    """data/cache/<name>_<16 hex>.pt, the hex digits an md5 of config_text(config): everything that decides a cached
+    value belongs in `config` (settings, seed, a hash of the data). name may hold a folder ("deftrec/llm_pass")."""
+    return CACHE / f"{name}_{hashlib.md5(config_text(config).encode()).hexdigest()[:16]}{suffix}"
+
+
+def _torch_load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cached(path: str | os.PathLike, compute, *, use: bool = True, load=_torch_load, save=torch.save,
+           directory: bool = False):
+    """(value, hit): `load(path)` when a cache is there and reads back, else `compute()`, written atomically with
+    `save(value, temporary path)` (a temporary folder with directory=True) and renamed onto `path`.
+
+    Every cache of the suite goes through here (fits, text embeddings, the LLM, notebook 07's LLM pass). A cache that
+    exists but cannot be read (a corrupt or truncated file, another format, a failed check inside `load`) is
+    recomputed and overwritten with a warning, never a crash. use=False computes and writes nothing."""
+    path = Path(path)
+    if use and path.exists():
+        try:
+            return load(path), True
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [""])[0]                     # torch's errors run to many lines
+            warnings.warn(f"cache {path} is unreadable ({type(e).__name__}: {why}); recomputing it", stacklevel=2)
+    value = compute()
+    if use:
+        with atomic_path(path, directory=directory) as tmp:
+            save(value, tmp)
+    return value, False
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run a block with `model` in eval mode (dropout off, masks off), then give every submodule back the mode it
+    had, also when the block raises."""
+    modes = [(m, m.training) for m in model.modules()]          # model itself first
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(modes[0][1])
+        for m, training in modes[1:]:
+            m.training = training                            # a submodule that had a mode of its own keeps it
 
 
 @contextmanager

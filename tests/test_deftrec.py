@@ -73,15 +73,25 @@ def test_lightgcn_fit_goes_through_fit_cached(tmp_path, monkeypatch):
     assert (c1, c2) == (False, True) and isinstance(r2, train.FitResult)
     assert r2.history == r1.history and 0 < r1.seconds_to_best <= r1.seconds
     assert torch.equal(m1.E0.weight, m2.E0.weight)
-    # exactly the same arguments with the default loop are another entry (the fit function is part of the key)
-    calls = []
-    monkeypatch.setattr(train, "fit", lambda model, split, **k: calls.append(k) or r1)
-    assert train.fit_cached(build, sp, seed=5, **{k: v for k, v in kw.items() if k != "fit_fn"})[2] is False
-    assert len(calls) == 1
-    with pytest.raises(ValueError, match="module-level function"):      # a lambda's name would collide
-        train.fit_cached(build, sp, seed=5, **dict(kw, fit_fn=lambda *a, **k: r1))
-    with pytest.raises(ValueError, match="CPU only"):
-        lightgcn.fit(build(), sp, device="cuda", epochs=1, progress=False)
+    # the key names the model; other settings of the loop are another entry
+    assert train.fit_cached(build, sp, seed=5, **dict(kw, epochs=2))[2] is False
+    assert train.fit_cached(build, sp, seed=5, **dict(kw, key={"model": "LightGCN", "dim": 4}))[2] is False
+
+
+def test_lightgcn_fit_keeps_its_best_epoch():
+    rng = np.random.default_rng(1)
+    seqs = [rng.permutation(np.arange(1, 9))[:6] for _ in range(12)]
+    sp = data.Split(train=[s[:-2] for s in seqs], valid=np.array([s[-2] for s in seqs]),
+                    test=np.array([s[-1] for s in seqs]), n_items=9)
+    torch.manual_seed(0)
+    m = lightgcn.LightGCN(12, 9, lightgcn.norm_adjacency(sp.train, 9), dim=4, n_layers=1)
+    r = lightgcn.fit(m, sp, epochs=12, batch_size=8, lr=0.05, patience=3, progress=False, max_batches=2)
+    vals = [h["valid_NDCG@10"] for h in r.history]
+    assert r.best_valid["NDCG@10"] == max(vals) == vals[r.best_epoch - 1]
+    assert r.best_epoch < len(r.history) <= r.best_epoch + 3               # early stopping, after the best
+    from lib import metrics
+    again = metrics.evaluate(m.scorer(), sp, "valid", groups=False)["overall"]["NDCG@10"]
+    assert again == pytest.approx(max(vals)), "the best epoch's weights are back"
 
 
 # --------------------------------------------------------------------------- the BPR diffusion term
@@ -223,6 +233,26 @@ def test_train_diffusion_puts_both_terms_on_its_scale(monkeypatch, pairing, scal
                                 epochs=1, progress=False, scale="mean")
 
 
+def test_train_diffusion_keeps_the_best_check_and_logs_each_epoch():
+    g = torch.Generator().manual_seed(0)
+    Q = torch.randn(7, 4, generator=g)
+    users, pos = np.arange(6) % 3, np.arange(6) % 6 + 1
+    seen = lightgcn.seen_matrix([np.array([1]), np.array([2]), np.array([3])], 7)
+    scores = iter([0.1, 0.4, 0.2, 0.3, 0.9])
+    states = []
+
+    def valid(net):
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+        return next(scores)
+    net, hist = deftrec_train.train_diffusion(None, pos, users, Q, seen, diffusion.Scheduler(10, "linear"), valid,
+                                              n_neg=2, epochs=9, eval_every=2, patience=2, batch_size=3, hidden=8,
+                                              progress=False)
+    assert [h["epoch"] for h in hist if "valid_NDCG@10" in h] == [2, 4, 6, 8]    # two checks without a better one
+    assert len(hist) == 8 and {"diff", "neg", "err_pos", "err_neg"} <= set(hist[0])
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, states[1][k]), "the weights of the best check (epoch 4) are back"
+
+
 @pytest.mark.parametrize("negatives", ["mean", "each"])
 def test_neg_norm_gives_each_negative_its_positive_norm(monkeypatch, negatives):
     """neg_norm=True rescales the negatives that reach L_Neg to the norm of their row's positive (direction kept)."""
@@ -358,3 +388,36 @@ def test_truncate_keeps_the_first_layers():
     assert m(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 32)
     with pytest.raises(ValueError, match="n_layers must be >= 1"):
         llm.truncate(m, 0)
+
+
+def test_generate_uses_its_spacing_without_changing_the_scheduler():
+    torch.manual_seed(0)
+    net = diffusion.Denoiser(3, 2, hidden=8)
+    cond = torch.randn(4, 2)
+    sched = diffusion.Scheduler(50, "exp", timestep_spacing="leading")
+    same = diffusion.Scheduler(50, "exp", timestep_spacing="trailing")
+    y = deftrec.generate(net, sched, cond, 4, seed=1, steps=10, spacing="trailing")
+    assert sched.timestep_spacing == "leading" and sched.timesteps.tolist() == list(range(49, -1, -1))
+    ref = diffusion.sample(net, same, shape=(4, 3), cond=cond, generator=torch.Generator().manual_seed(1),
+                           num_inference_steps=10)
+    assert torch.equal(y, ref)
+    lead = deftrec.generate(net, sched, cond, 4, seed=1, steps=10, spacing="leading", start_t=20)
+    ref = diffusion.sample(net, sched, shape=(4, 3), cond=cond, generator=torch.Generator().manual_seed(1),
+                           num_inference_steps=50, start_t=20, allow_signal_start=True)
+    assert torch.equal(lead, ref)
+
+
+def test_train_llm_takes_its_steps_through_the_loop_and_encode_keeps_the_mode(tiny):
+    import copy
+    users, hist, ans = [0, 1, 0, 1], [np.array([1, 2]), np.array([3]), np.array([2]), np.array([1, 3])], [1, 0, 1, 0]
+    runs = []
+    for _ in range(2):
+        m = copy.deepcopy(tiny)
+        torch.manual_seed(0)                                  # the tokenizers' masks and dropout
+        runs.append(deftrec_train.train_llm(m, users, hist, ans, steps=5, batch_size=2, lr_lora=1e-2, lr_tok=1e-2,
+                                            seed=0, progress=False))
+    assert len(runs[0]) == 5 and all(math.isfinite(x) for x in runs[0]) and runs[0] == runs[1]
+    assert not m.training, "left in eval mode"
+    m.train()
+    m.encode([0], [np.array([1, 2])], progress=False)
+    assert m.training and m.enc_item.training, "encode gives the model its mode back"

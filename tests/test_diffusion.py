@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lib import diffusion
-from lib.diffusion import Denoiser, Scheduler
+from lib.diffusion import Denoiser, Scheduler, sample
 
 
 # --------------------------------------------------------------------------- schedules
@@ -368,3 +368,39 @@ def test_sample_with_condition_and_guidance_end_to_end(w):
                            generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 3)
     assert torch.allclose(out, (1 + w) * c, atol=1e-5)
+
+
+def test_sample_spacing_is_for_one_run_and_the_mode_comes_back():
+    torch.manual_seed(0)
+    net = Denoiser(3, hidden=8, dropout=0.5)
+    s = Scheduler(50, "exp", timestep_spacing="leading")
+    x = sample(net.train(), s, shape=(2, 3), generator=torch.Generator().manual_seed(0), num_inference_steps=10,
+               spacing="trailing", return_trajectory=True)[1]
+    assert x.t.tolist() == Scheduler(50, "exp").inference_timesteps(10, "trailing").tolist()
+    assert s.timestep_spacing == "leading" and net.training, "scheduler untouched, training mode restored"
+    a = sample(net, s, shape=(2, 3), generator=torch.Generator().manual_seed(0), num_inference_steps=10,
+               spacing="trailing")
+    b = sample(net, Scheduler(50, "exp", timestep_spacing="trailing"), shape=(2, 3),
+               generator=torch.Generator().manual_seed(0), num_inference_steps=10)
+    assert torch.equal(a, b), "dropout off during sampling (eval mode), same steps as a trailing scheduler"
+
+    class Broken(Denoiser):
+        def forward(self, *a, **k):
+            assert not self.training
+            raise RuntimeError("boom")
+    bad = Broken(3, hidden=8).train()
+    with pytest.raises(RuntimeError, match="boom"):
+        sample(bad, s, shape=(2, 3), num_inference_steps=10, spacing="trailing")
+    assert bad.training, "the mode comes back after an exception too"
+
+
+def test_add_noise_and_predict_x0_take_a_t_shaped_for_x():
+    """t already shaped to broadcast against x (ADARec's levels on dim 2 of (B, L, K, D)) is used as it is."""
+    s = Scheduler(50, "exp")
+    x0 = torch.randn(2, 3, 1, 4)
+    eps = torch.randn(2, 3, 5, 4)
+    t = torch.tensor([1, 5, 10, 20, 49])
+    x_t = s.add_noise(x0, eps, t.view(1, 1, -1, 1))                                   # (2, 3, 5, 4)
+    ab = s.alphas_cumprod[t].view(1, 1, -1, 1)
+    assert torch.allclose(x_t, ab.sqrt() * x0 + (1 - ab).sqrt() * eps)                # Eq. 4 by hand
+    assert torch.allclose(s.predict_x0(eps, t.view(1, 1, -1, 1), x_t), x0.expand_as(x_t), atol=1e-4)   # Eq. 15

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data, llm
+from lib import data, llm, train
 from lib.models import hdrec, hdrec_prompts, hdrec_train
 
 
@@ -256,9 +256,27 @@ def test_train_modes_and_errors(tok):
     hist = hdrec_train.train(model, lambda s: (text_b, id_b, align_b), "dla", steps=2, progress=False)
     assert [h["step"] for h in hist] == [1, 2] and all(math.isfinite(h["ce_text"]) for h in hist)
     assert "kl_text" not in hdrec_train.train(model, lambda s: (text_b, id_b, None), "text", 1, progress=False)[0]
-    assert set(hdrec_train.train(model, lambda s: (text_b, id_b, None), "id", 1, progress=False)[0]) == {"step", "ce_id"}
+    assert set(hdrec_train.train(model, lambda s: (text_b, id_b, None), "id", 1, progress=False)[0]) == \
+        {"step", "ce_id", "train_seconds", "seconds"}
     with pytest.raises(ValueError, match="valid: dla, joint, text, id"):
         hdrec_train.train(model, lambda s: (text_b, id_b, None), "late", 1)
+
+
+def test_train_reads_one_batch_per_step_and_names_the_step_of_a_diverged_loss(tok, monkeypatch):
+    model = tiny_model(tok)
+    text_b, id_b, _ = batches(model)
+    asked = []
+    hist = hdrec_train.train(model, lambda s: asked.append(s) or (text_b, id_b, None), "id", 3, progress=False)
+    assert asked == [0, 1, 2] and [h["step"] for h in hist] == [1, 2, 3] and not model.training
+    real = hdrec_train.id_objective
+
+    def poisoned(model_, id_b_, z, lam):                  # the third step's loss is not finite
+        loss, z_id, logs = real(model_, id_b_, z, lam)
+        return (loss * float("nan") if len(asked) == 3 else loss), z_id, logs
+    monkeypatch.setattr(hdrec_train, "id_objective", poisoned)
+    asked.clear()
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 3, batch 0: training diverged"):
+        hdrec_train.train(model, lambda s: asked.append(s) or (text_b, id_b, None), "id", 5, progress=False)
 
 
 def test_eval_logits_reads_valid_and_test_positions(tok):
@@ -275,7 +293,7 @@ def test_eval_logits_reads_valid_and_test_positions(tok):
         model.set_phase("id")
         z = model(b)[0, -1]
     assert torch.allclose(out["id"]["valid"][0, 1:], z[1:], atol=1e-5)
-    s = hdrec_train.logit_scorer(out["id"])(torch.tensor([1]), "test")
+    s = train.precomputed_scorer(out["id"])(torch.tensor([1]), "test")
     assert torch.equal(s, out["id"]["test"][[1]])
 
 
@@ -381,17 +399,6 @@ def test_item_texts_title_words():
     assert full[i].split("(")[-1] == short[i].split("(")[-1]          # year and genres kept
     with pytest.raises(ValueError, match="title_words must be >= 1 or None"):
         hdrec_prompts.item_texts(ds, title_words=0)
-
-
-def test_presets_name_notebook_parameters():
-    import json
-    from pathlib import Path
-    nb = json.loads(Path(__file__).resolve().parents[1].joinpath("notebooks/06_hdrec_dual_lora.ipynb").read_text())
-    cell = "".join(nb["cells"][1]["source"])
-    names = {line.split("=")[0].strip() for line in cell.splitlines() if "=" in line and not line.startswith(" ")}
-    assert hdrec_train.PRESETS["laptop"] == {}
-    assert set(hdrec_train.PRESETS["paper-scale"]) <= names, set(hdrec_train.PRESETS["paper-scale"]) - names
-    assert hdrec_train.PRESETS["paper-scale"]["llm_layers"] is None and hdrec_train.PRESETS["paper-scale"]["steps"] >= 1000
 
 
 def test_standardize_ipl_input_folds_mean_and_std_into_first_layer(tok):

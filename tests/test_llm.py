@@ -100,3 +100,12 @@ def test_real_model_from_cache_knows_paris():
     with torch.no_grad():
         nxt = model(**ids).logits[0, -1].argmax().item()
     assert tok.decode([nxt]).strip() == "Paris"
+
+
+def test_bf16_fast_reads_the_cpu_flags(tmp_path):
+    from lib import llm as llm_
+    yes, no = tmp_path / "yes", tmp_path / "no"
+    yes.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    no.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert llm_.bf16_fast("cpu", yes) is True and llm_.bf16_fast("cpu", no) is False
+    assert llm_.bf16_fast("cpu", tmp_path / "missing") is False

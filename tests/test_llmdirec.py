@@ -129,7 +129,33 @@ def test_augment_is_conditioned_and_shaped():
 
 @pytest.mark.parametrize("kw, msg", [({"temperature": 0.0}, "temperature"), ({"cluster_interval": 0}, "cluster_interval"),
                                      ({"sim": "l1"}, "sim"), ({"lambda_cl": -1.0}, "lambda_cl"),
-                                     ({"prediction_type": "v"}, "prediction_type"), ({"variant": "nope"}, "variant")])
+                                     ({"prediction_type": "v"}, "prediction_type"), ({"variant": "nope"}, "variant"),
+                                     ({"aug_start_t": 10}, "aug_start_t"), ({"aug_start_t": 0}, "aug_start_t")])
 def test_bad_parameters_raise_clear_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
         make(**kw)
+
+
+def test_partial_noising_starts_from_the_rows_own_representation():
+    m = make(aug_start_t=3)
+    s = torch.randn(4, 8)
+    x = torch.randn(4, 8) * 2
+    with pytest.raises(ValueError, match="needs the rows' own representations"):
+        m.augment(s)
+    torch.manual_seed(0)
+    a = m.augment(s, x)
+    torch.manual_seed(0)
+    b = m.augment(s, x + 5.0)                                  # same intent, same noise, another sequence
+    assert a.shape == (4, 8) and not torch.allclose(a, b, atol=1e-2)
+    # the same as the sampler started from x noised to step 3 (Eq. 4), then denoised from there
+    torch.manual_seed(0)
+    ref = diffusion.sample(m.denoiser, m.scheduler, cond=s, guidance_scale=m.guidance_scale,
+                           num_inference_steps=m.num_inference_steps, x_start=x, start_t=3)
+    assert torch.allclose(a, ref)
+    # pure noise (the default) does not look at x
+    m.aug_start_t = None
+    torch.manual_seed(0)
+    c = m.augment(s, x)
+    torch.manual_seed(0)
+    assert torch.allclose(c, m.augment(s, x + 5.0))
+    assert "cl" in make(aug_start_t=3).losses(BATCH)

@@ -51,3 +51,46 @@ def test_weights_that_may_be_zero_and_optional_values():
         params.check(**OK, nonneg={"guidance": "high"})
     with pytest.raises(params.ParamError, match=r"decay_epochs must be None \(off\) or a positive number, got 0"):
         params.check(**OK, optional={"decay_epochs": 0})
+
+
+def test_integers_fractions_flags_and_rules():
+    params.check(**OK, integers={"T": (2, 2), "threads": (0, 0)}, fractions={"dropout": 0.0}, flags={"probe": False},
+                 rules=[(lambda: True, "never")])
+    with pytest.raises(params.ParamError, match=r"T must be an integer >= 2, got 1"):
+        params.check(**OK, integers={"T": (1, 2)})
+    for bad in (2.0, True, "2"):
+        with pytest.raises(params.ParamError, match=r"T must be an integer >= 2"):
+            params.check(**OK, integers={"T": (bad, 2)})
+    for bad in (1.0, -0.1, None):
+        with pytest.raises(params.ParamError, match=r"dropout must be a number in \[0, 1\)"):
+            params.check(**OK, fractions={"dropout": bad})
+    with pytest.raises(params.ParamError, match=r"probe must be True or False, got 1"):
+        params.check(**OK, flags={"probe": 1})
+    # a rule runs after every single value passed, so it may compare them; its message is the error
+    with pytest.raises(params.ParamError, match=r"^joint_updates must be at most batch_size$"):
+        params.check(**OK, rules=[(lambda: True, "fine"), (lambda: 3 <= 2, "joint_updates must be at most batch_size")])
+    with pytest.raises(params.ParamError, match=r"batch_size must be a positive number"):
+        params.check(**OK, batch_size="x", rules=[(lambda: 3 <= "x", "unreachable: the size check comes first")])
+
+
+def test_apply_preset_sets_the_notebooks_parameters():
+    stem = "06_hdrec_dual_lora"
+    names = set(params.defaults(stem))
+    for name, values in params.PRESETS[stem].items():
+        assert set(values) <= names, (name, set(values) - names)
+    ns = dict(params.defaults(stem))
+    assert params.apply_preset(ns, stem, "laptop") == {} and ns == params.defaults(stem)
+    set_ = params.apply_preset(ns, stem, "paper-scale")
+    assert ns["llm_layers"] is None and ns["steps"] >= 1000 and ns["L"] == 20 and set_ == params.PRESETS[stem]["paper-scale"]
+    assert ns["seed"] == 0 and ns["lam"] == params.defaults(stem)["lam"], "the others are left alone"
+    with pytest.raises(params.ParamError, match=r"unknown preset 'gpu' for 06_hdrec_dual_lora; valid values are "
+                                                r"'laptop', 'paper-scale'"):
+        params.apply_preset(ns, stem, "gpu")
+    with pytest.raises(params.ParamError, match=r"this notebook has no presets"):
+        params.apply_preset({}, "01_sasrec_baseline", "laptop")
+
+
+def test_a_preset_naming_no_parameter_is_refused(monkeypatch):
+    monkeypatch.setitem(params.PRESETS, "06_hdrec_dual_lora", {"typo": {"stepz": 3}})
+    with pytest.raises(params.ParamError, match=r"sets \['stepz'\], which are not parameters"):
+        params.apply_preset({}, "06_hdrec_dual_lora", "typo")

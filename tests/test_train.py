@@ -1,4 +1,5 @@
-"""The fit loop: exact repeat under a seed, early stopping, best weights kept, clear NaN error."""
+"""The one training loop and its fits: exact repeat under a seed, early stopping, best weights restored, a loss that is
+not finite refused with its epoch and batch, the suite's defaults, the fit cache."""
 import numpy as np
 import pytest
 import torch
@@ -49,8 +50,99 @@ def test_nan_loss_names_epoch_and_step():
     m = model(sp)
     with torch.no_grad():
         m.item_emb.weight[3] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step 0"):
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, batch 0: training diverged"):
         train.fit(m, sp, max_len=8, epochs=1, batch_size=64, seed=0, progress=False)
+
+
+def test_fit_defaults_are_the_suites_sasrec_schedule():
+    import inspect
+    from lib.models.sasrec import TRAIN_DEFAULTS
+    sig = inspect.signature(train.fit).parameters
+    assert {k: sig[k].default for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
+    assert TRAIN_DEFAULTS["lr"] == 4e-3 and TRAIN_DEFAULTS["decay_epochs"] == 30
+
+
+# --------------------------------------------------------------------------- the loop itself
+class Counter(torch.nn.Module):
+    """One weight w; each step adds 1 to it (SGD, lr 1, on the loss -w), so w counts the batches trained on."""
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+
+def counting(model, scores, **kw):
+    """loop() on Counter with two batches per epoch and validation NDCG@10 = scores[epoch - 1]."""
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    seen = []
+
+    def validate():
+        seen.append(int(model.w.item()))
+        assert not model.training, "validation runs in eval mode"
+        return {"NDCG@10": scores[len(seen) - 1], "HR@10": 1.0}
+    kw.setdefault("validate", validate)
+    res = train.loop(model, lambda epoch: [1, 2], lambda b: {"loss": train.update(opt, -model.w), "b": float(b)},
+                     progress=False, **kw)
+    return res, seen
+
+
+def test_loop_restores_the_best_weights_and_stops_after_patience():
+    m = Counter()
+    res, seen = counting(m, [0.1, 0.5, 0.3, 0.2, 0.9], epochs=5, patience=2)
+    assert seen == [2, 4, 6, 8]                        # epoch 5 never ran: two validations without a better one
+    assert res.best_epoch == 2 and res.best_valid == {"NDCG@10": 0.5, "HR@10": 1.0}
+    assert m.w.item() == 4.0, "the weights of epoch 2 are back"
+    assert not m.training
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
+    assert res.history[0]["loss"] == pytest.approx(-0.5) and res.history[0]["b"] == 1.5       # means over batches
+    assert res.history[1]["valid_NDCG@10"] == 0.5 and res.history[1]["valid_HR@10"] == 1.0
+    assert 0 <= res.seconds_to_best <= res.seconds
+    assert res.summary()["best_epoch"] == 2 and res.summary()["epochs_run"] == 4
+
+
+def test_loop_validates_every_eval_every_epochs_and_at_the_last():
+    m = Counter()
+    res, seen = counting(m, [0.2, 0.1, 0.3], epochs=7, eval_every=3, patience=5)
+    assert [r["epoch"] for r in res.history if "valid_NDCG@10" in r] == [3, 6, 7]
+    assert res.best_epoch == 7 and m.w.item() == 14.0
+
+
+def test_loop_stop_and_max_batches_and_no_validation():
+    m = Counter()
+    res, _ = counting(m, [], epochs=10, validate=None, max_batches=1, stop=lambda: m.w.item() >= 3)
+    assert len(res.history) == 3 and m.w.item() == 3.0      # one batch per epoch; stop() after the third epoch
+    assert res.best_epoch == 0 and res.best_valid == {}      # nothing validated: the last weights stay
+    m = Counter()
+    rows = counting(m, [], epochs=2, validate=None, unit="step")[0].history
+    assert [r["step"] for r in rows] == [1, 2] and {"train_seconds", "seconds"} <= set(rows[0])
+
+
+@pytest.mark.parametrize("unit", ["epoch", "step"])
+def test_loop_refuses_a_non_finite_loss_naming_epoch_and_batch(unit):
+    m = Counter()
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+
+    def step(b):
+        loss = -m.w if (b, m.w.item()) != (2, 3.0) else m.w * float("inf")     # epoch 2, batch 1 (its 2nd): inf
+        return {"loss": train.update(opt, loss)}
+    with pytest.raises(FloatingPointError, match=rf"loss is inf at {unit} 2, batch 1: training diverged"):
+        train.loop(m, lambda epoch: [1, 2], step, epochs=3, unit=unit, progress=False)
+    assert m.w.item() == 3.0, "the refused loss changed no weight"
+
+
+def test_update_refuses_before_any_change():
+    m = Counter()
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    assert train.update(opt, -m.w) == 0.0 and m.w.item() == 1.0
+    with pytest.raises(train.NonFiniteLoss, match="loss is nan"):
+        train.update(opt, m.w * float("nan"))
+    assert m.w.item() == 1.0 and m.w.grad.item() == -1.0           # the last finite step's gradient, untouched
+
+
+def test_precomputed_scorer_reads_the_stage_rows():
+    S = {"valid": torch.arange(12.).view(3, 4), "test": -torch.arange(12.).view(3, 4)}
+    f = train.precomputed_scorer(S)
+    assert torch.equal(f(torch.tensor([2, 0]), "test"), S["test"][[2, 0]])
+    assert torch.equal(f(torch.tensor([1]), "valid"), S["valid"][[1]])
 
 
 def test_max_history_trains_on_the_last_transitions_only():
@@ -107,7 +199,7 @@ def test_fit_cached_trains_once_then_loads_the_same_model(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("fit_*.pt"))) == 4
 
 
-def test_fit_cached_retrains_over_a_corrupt_file(tmp_path, monkeypatch, capsys):
+def test_fit_cached_retrains_over_a_corrupt_file(tmp_path, monkeypatch):
     from lib import utils
     monkeypatch.setattr(utils, "CACHE", tmp_path)
     sp = toy_split()
@@ -115,8 +207,30 @@ def test_fit_cached_retrains_over_a_corrupt_file(tmp_path, monkeypatch, capsys):
     m1, _, _ = train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)
     (path,) = tmp_path.glob("fit_*.pt")
     path.write_bytes(b"not a torch file")
-    m2, _, cached = train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)
-    assert cached is False and "unreadable" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="unreadable"):
+        m2, _, cached = train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)
+    assert cached is False
     assert torch.equal(m1.item_emb.weight, m2.item_emb.weight)
     assert train.fit_cached(lambda: model(sp), sp, seed=0, key={}, **kw)[2] is True     # rewritten, readable
     assert not list(tmp_path.glob(".*tmp"))                                             # no temporary left over
+
+
+def test_fit_cached_keys_stay_those_of_earlier_runs(tmp_path, monkeypatch):
+    """The file name is the md5 of the same JSON as before the one cache helper, so fits already in data/cache (01's
+    SASRec, which 03 and 06 read) still hit; `device` is not part of the key."""
+    import hashlib
+    import json
+    import numpy as np
+    from lib import utils
+    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    sp = toy_split()
+    kw = dict(max_len=8, epochs=1, batch_size=8, lr=1e-2)
+    key = {"model": "toy"}
+    train.fit_cached(lambda: model(sp), sp, seed=2, key=key, progress=False, device="cpu", **kw)
+    h = hashlib.md5()
+    for part in (*sp.train, sp.valid, sp.test):
+        h.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
+    ident = json.dumps({"key": key, "seed": 2, "fit": kw, "data": h.hexdigest()}, sort_keys=True, default=str)
+    (path,) = tmp_path.glob("fit_*.pt")
+    assert path.name == f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"
+    assert train.fit_cached(lambda: model(sp), sp, seed=2, key=key, progress=False, **kw)[2] is True

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib import diffusion
+from lib import diffusion, utils
 
 SOURCES = ("hidden", "generated", "gold", "minilm", "none")
 TEMPLATE = "Given the following watching history of the user{user}:{items}. Predict the user preferences."
@@ -197,16 +197,14 @@ class DeftLLM(nn.Module):
         """One forward per prompt: {"hidden": (N, H) state at the prompt's last token, "genre": (N,) the genre
         the LLM names there (argmax of the genre names' first-token logits), "genre_logits": (N, G),
         "seconds": wall time}."""
-        was = self.training
-        self.eval()
         hs, gl = [], []
         t0 = time.perf_counter()
-        for s in tqdm(range(0, len(users), batch_size), desc=desc, disable=not progress, leave=False):
-            b = self.build(users[s:s + batch_size], histories[s:s + batch_size])
-            h = self.hidden(b)[torch.arange(len(b["last"])), b["last"].to(self.Q.device)]   # (b, H)
-            hs.append(h.cpu())
-            gl.append(self.lm_head(h)[:, self.genre_first.to(h.device)].cpu())
-        self.train(was)
+        with utils.eval_mode(self):
+            for s in tqdm(range(0, len(users), batch_size), desc=desc, disable=not progress, leave=False):
+                b = self.build(users[s:s + batch_size], histories[s:s + batch_size])
+                h = self.hidden(b)[torch.arange(len(b["last"])), b["last"].to(self.Q.device)]   # (b, H)
+                hs.append(h.cpu())
+                gl.append(self.lm_head(h)[:, self.genre_first.to(h.device)].cpu())
         logits = torch.cat(gl)
         return {"hidden": torch.cat(hs), "genre": logits.argmax(1), "genre_logits": logits,
                 "seconds": time.perf_counter() - t0}
@@ -244,14 +242,9 @@ def generate(net, sched: diffusion.Scheduler, cond: torch.Tensor | None, n: int,
     start_t: begin at that step instead and run every step below it (the released code: pure noise at t = 99 of
     1000, then 99 .. 0, where most signal is left; allowed here only to show what it does)."""
     g = torch.Generator().manual_seed(seed)
-    old = sched.timestep_spacing
-    sched.timestep_spacing = spacing
-    try:
-        return diffusion.sample(net, sched, shape=(n, net.dim), cond=cond, guidance_scale=guidance, generator=g,
-                                num_inference_steps=steps if start_t is None else sched.num_train_timesteps,
-                                start_t=start_t, allow_signal_start=start_t is not None)
-    finally:
-        sched.timestep_spacing = old
+    return diffusion.sample(net, sched, shape=(n, net.dim), cond=cond, guidance_scale=guidance, generator=g,
+                            num_inference_steps=steps if start_t is None else sched.num_train_timesteps,
+                            spacing=spacing, start_t=start_t, allow_signal_start=start_t is not None)
 
 
 # --------------------------------------------------------------------------- the retriever (Eq. 14)
@@ -276,8 +269,3 @@ def retrieve(y: torch.Tensor, Q: torch.Tensor, named: torch.Tensor | None = None
         match = item_genres[:, named].T.float()                                        # (N, n_items)
         s = s + pi * s.abs() * match                     # = s (1 + pi match) where s >= 0; a boost either way
     return s
-
-
-def score_fn(scores_by_stage: dict):
-    """score_fn(users, stage) for lib.metrics from precomputed (U, n_items) score matrices per stage."""
-    return lambda users, stage: scores_by_stage[stage][users]

@@ -8,17 +8,15 @@
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lib import diffusion
 from lib.models.deftrec import DeftLLM
 from lib.models.lightgcn import sample_negatives
+from lib.train import loop, update
 
 PAIRINGS = ("paired", "all")                # the paper; the released code's B x B broadcast
 NEGATIVES = ("mean", "each", "batch_mean")  # Eq. 13 (one mean of n_neg per row); Eq. 12 (each); the released
@@ -27,25 +25,20 @@ NEGATIVES = ("mean", "each", "batch_mean")  # Eq. 13 (one mean of n_neg per row)
 
 def train_llm(model: DeftLLM, users, histories, answers, steps: int, batch_size: int, lr_lora: float,
               lr_tok: float, seed: int, progress: bool = True) -> list[float]:
-    """A few AdamW steps of L_LLM over random training windows: LoRA matrices and both tokenizers learn."""
+    """A few AdamW steps of L_LLM over random training windows (one batch per step, through `lib.train.loop`):
+    LoRA matrices and both tokenizers learn. Returns the loss of every step."""
     g = np.random.default_rng(seed)
     params_lora = [p for n, p in model.llm.named_parameters() if "lora_" in n and p.requires_grad]
     params_tok = list(model.enc_item.parameters()) + list(model.enc_user.parameters())
     opt = torch.optim.AdamW([{"params": params_lora, "lr": lr_lora}, {"params": params_tok, "lr": lr_tok}])
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="L_LLM", disable=not progress, leave=False):
+
+    def batch(step):
         pick = g.choice(len(users), size=min(batch_size, len(users)), replace=False)
-        b = model.build([users[i] for i in pick], [histories[i] for i in pick], [answers[i] for i in pick])
-        loss = model.llm_loss(b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return [model.build([users[i] for i in pick], [histories[i] for i in pick], [answers[i] for i in pick])]
 
-
+    res = loop(model, batch, lambda b: {"loss": update(opt, model.llm_loss(b))}, epochs=steps, unit="step",
+               desc="L_LLM", progress=progress)
+    return [row["loss"] for row in res.history]
 
 
 def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = None, scale: str = "code"):
@@ -64,8 +57,7 @@ def _all_pairs_loss(net, sched, q_pos, cond, generator, max_pairs: int | None = 
     else:
         j = torch.randint(0, B, (B, max_pairs), generator=generator)                 # (B, P) random targets
     P = j.shape[1]
-    ab = sched.alphas_cumprod[t].view(B, 1, 1)
-    x_t = ab.sqrt() * q_pos[j] + (1 - ab).sqrt() * eps[j]                          # (B, P, D)
+    x_t = sched.add_noise(q_pos[j], eps[j], t)                                     # (B, P, D), Eq. 8
     c = None if cond is None else cond[:, None].expand(B, P, cond.shape[1]).reshape(B * P, -1)
     out = net(x_t.reshape(B * P, D), t[:, None].expand(B, P).reshape(-1), c).view(B, P, D)
     target = eps[j] if sched.prediction_type == "epsilon" else q_pos[j]
@@ -105,67 +97,41 @@ def train_diffusion(cond: torch.Tensor | None, pos: np.ndarray, users: np.ndarra
     net = diffusion.Denoiser(D, 0 if cond is None else cond.shape[1], hidden=hidden)
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
 
-    def epoch_fn(epoch):
+    def batches(epoch):
         perm = rng.permutation(len(pos))
         negs = sample_negatives(users[perm], seen, len(Q), rng, n_neg)                 # (N, n_neg)
-        logs = []
         for s in range(0, len(perm), batch_size):
-            idx = perm[s:s + batch_size]
-            q_pos = Q[pos[idx]]
-            c = None if cond is None else cond[idx]
-            q_neg = Q[negs[s:s + batch_size]]                                          # (b, n_neg, D)
-            if negatives == "mean":
-                q_neg = q_neg.mean(1, keepdim=True)                                    # Eq. 13: q- = mean_j q_j-
-            elif negatives == "batch_mean":
-                q_neg = q_neg.mean((0, 1), keepdim=True).expand(len(idx), 1, D)
-            if neg_norm:                                                               # |q-| = |q+|, row by row
-                q_neg = q_neg / q_neg.norm(dim=-1, keepdim=True).clamp_min(1e-12) * q_pos.norm(dim=-1)[:, None, None]
-            reduce = "batch" if negatives == "batch_mean" else "row"
-            if pairing == "all":
-                l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample, scale=scale)
-                l_neg = torch.zeros(())
-                if gamma2:                                             # on l_diff's scale
-                    l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
-                                                         scale=scale)["neg"]
-                out = {"diff": l_diff, "neg": l_neg, "err_pos": torch.zeros(1), "err_neg": torch.zeros(1, 1)}
-            else:
-                out = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
-                                                   scale=scale)
-            loss = out["diff"] + gamma2 * out["neg"]                                  # Eq. 15
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            logs.append([out["diff"].item(), out["neg"].item(), out["err_pos"].mean().item(),
-                         out["err_neg"].mean().item()])
-        return dict(zip(("diff", "neg", "err_pos", "err_neg"), np.mean(logs, 0).tolist()))
+            yield perm[s:s + batch_size], negs[s:s + batch_size]
 
-    hist = _fit_loop(net, epoch_fn, lambda: valid_fn(net), epochs, eval_every, patience, desc, progress)
-    return net, hist
+    def step(batch):
+        idx, neg_idx = batch
+        q_pos = Q[pos[idx]]
+        c = None if cond is None else cond[idx]
+        q_neg = Q[neg_idx]                                                             # (b, n_neg, D)
+        if negatives == "mean":
+            q_neg = q_neg.mean(1, keepdim=True)                                        # Eq. 13: q- = mean_j q_j-
+        elif negatives == "batch_mean":
+            q_neg = q_neg.mean((0, 1), keepdim=True).expand(len(idx), 1, D)
+        if neg_norm:                                                                   # |q-| = |q+|, row by row
+            q_neg = q_neg / q_neg.norm(dim=-1, keepdim=True).clamp_min(1e-12) * q_pos.norm(dim=-1)[:, None, None]
+        reduce = "batch" if negatives == "batch_mean" else "row"
+        if pairing == "all":
+            l_diff = _all_pairs_loss(net, sched, q_pos, c, gen, max_pairs=all_pairs_sample, scale=scale)
+            l_neg = torch.zeros(())
+            if gamma2:                                                 # on l_diff's scale
+                l_neg = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
+                                                     scale=scale)["neg"]
+            out = {"diff": l_diff, "neg": l_neg, "err_pos": torch.zeros(1), "err_neg": torch.zeros(1, 1)}
+        else:
+            out = diffusion.bpr_diffusion_loss(net, sched, q_pos, q_neg, c, p_uncond, gen, reduce=reduce,
+                                               scale=scale)
+        update(opt, out["diff"] + gamma2 * out["neg"])                                 # Eq. 15
+        return {"diff": out["diff"].item(), "neg": out["neg"].item(), "err_pos": out["err_pos"].mean().item(),
+                "err_neg": out["err_neg"].mean().item()}
 
-
-def _fit_loop(net, epoch_fn, valid_fn, epochs: int, eval_every: int, patience: int, desc: str, progress: bool):
-    """Epochs of epoch_fn(epoch) -> log row; validation NDCG@10 every eval_every epochs (and at the last); stop
-    after `patience` checks without a better one; the best weights are restored. Returns the rows."""
-    hist, best, best_state, bad = [], -1.0, None, 0
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        net.train()
-        row = {"epoch": epoch, **epoch_fn(epoch)}
-        if epoch % eval_every == 0 or epoch == epochs:
-            net.eval()
-            row["valid_NDCG@10"] = v = valid_fn()
-            bar.set_postfix(ndcg=f"{v:.4f}")
-            if v > best:
-                best, bad, best_state = v, 0, copy.deepcopy(net.state_dict())
-            else:
-                bad += 1
-        hist.append(row)
-        if bad >= patience:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return hist
+    res = loop(net, batches, step, epochs=epochs, patience=patience, eval_every=eval_every, desc=desc,
+               progress=progress, validate=lambda: {"NDCG@10": valid_fn(net)})
+    return net, res.history
 
 
 def train_regressor(cond: torch.Tensor, pos: np.ndarray, Q: torch.Tensor, valid_fn, *, epochs: int = 200,
@@ -179,18 +145,13 @@ def train_regressor(cond: torch.Tensor, pos: np.ndarray, Q: torch.Tensor, valid_
                         nn.Linear(hidden, Q.shape[1]))
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
 
-    def epoch_fn(epoch):
+    def batches(epoch):
         perm = rng.permutation(len(pos))
-        ls = []
-        for s in range(0, len(perm), batch_size):
-            idx = perm[s:s + batch_size]
-            loss = F.mse_loss(net(cond[idx]), Q[pos[idx]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ls.append(loss.item())
-        return {"mse": float(np.mean(ls))}
+        return (perm[s:s + batch_size] for s in range(0, len(perm), batch_size))
 
-    hist = _fit_loop(net, epoch_fn, lambda: valid_fn(lambda c: net(c)), epochs, eval_every, patience,
-                     "regressor", progress)
-    return net, hist
+    def step(idx):
+        return {"mse": update(opt, F.mse_loss(net(cond[idx]), Q[pos[idx]]))}
+
+    res = loop(net, batches, step, epochs=epochs, patience=patience, eval_every=eval_every, desc="regressor",
+               progress=progress, validate=lambda: {"NDCG@10": valid_fn(lambda c: net(c))})
+    return net, res.history

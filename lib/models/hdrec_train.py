@@ -1,5 +1,6 @@
-"""HDRec's training and evaluation loops (notebook 06): the two objectives (Eq. 10, 12), Algorithm 1 (DLA) and its
-ablations as optimizer steps over `lib.models.hdrec.HDRec`, and the logits of evaluation users.
+"""HDRec's training steps and evaluation (notebook 06): the two objectives (Eq. 10, 12), Algorithm 1 (DLA) and its
+ablations as optimizer steps over `lib.models.hdrec.HDRec`, run by `lib.train.loop`, and the logits of evaluation
+users (scored with `lib.train.precomputed_scorer`).
 
 Why these are not `calculate_loss`: one DLA step makes T - 1 updates of each adapter, each toward the other's
 detached distribution computed in between, so it is a sequence of (phase, loss, update) and not one scalar. The
@@ -13,18 +14,9 @@ from tqdm.auto import tqdm
 
 from lib import data
 from lib.models.hdrec import ce_loss, kl
+from lib.train import loop, update
 
 MODES = ("dla", "joint", "text", "id")          # HDRec, w/o DLA, text only, ID only (w/o KL = dla, lam 0)
-
-# Named presets of notebook 06's parameters; a preset's values replace the parameters cell's. "laptop" changes
-# nothing (the cell's defaults are sized for 2 CPU cores and 25 minutes). "paper-scale" moves toward the paper
-# (Table 2: batch 10, lr 1.5e-4, whole sequences, every user, the whole model); on 2 CPU cores it costs days (the
-# notebook prints its estimate), so it is meant for a GPU (device="cuda").
-PRESETS = {
-    "laptop": {},
-    "paper-scale": dict(llm_layers=None, title_words=None, L=20, batch_size=10, steps=1000, n_train_users=943,
-                        n_eval_users=943, lr_lora=1.5e-4, lr_head=1e-3),
-}
 
 
 def text_objective(model, text_b, z_id_tilde, lam, align_b=None):
@@ -59,15 +51,6 @@ def _expect(model, adapter: str) -> None:
     if model.phase[0] != adapter:
         raise RuntimeError(f"this objective computes through the {adapter!r} adapter but the phase is "
                            f"{model.phase}: call model.set_phase({adapter!r}) first")
-
-
-def update(opt, loss):
-    """One optimizer update from `loss` (refused when the loss is not finite)."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()}: training diverged; lower the learning rate")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
 
 
 # --------------------------------------------------------------------------- training steps
@@ -158,18 +141,20 @@ def optimizer(model, lr_lora: float, lr_head: float, weight_decay: float = 0.0):
 
 
 def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, opt=None, lr_lora=1e-3,
-          lr_head=1e-3, progress: bool = True, desc: str | None = None, joint_updates: int = 1) -> list[dict]:
-    """Run `steps` steps of `mode` ('dla', 'joint', 'text', 'id') over `batches(step)` -> (text_b, id_b, align_b).
-    Returns one log dict per step (ce_text, kl_text, ce_id, kl_id, align as they apply). Cosine learning-rate
-    decay as in the paper (Table 2)."""
+          lr_head=1e-3, progress: bool = True, desc: str | None = None, joint_updates: int = 1,
+          on_step=None) -> list[dict]:
+    """Run `steps` steps of `mode` ('dla', 'joint', 'text', 'id') over `batches(step)` -> (text_b, id_b, align_b),
+    one batch per step, through `lib.train.loop` (no validation: every step is kept). Returns one log dict per step
+    (step, ce_text, kl_text, ce_id, kl_id, align as they apply, train_seconds, seconds). Cosine learning-rate decay as in the paper
+    (Table 2). A loss that is not finite stops training with the step named. on_step(step) -> {name: number} is
+    logged after each step (e.g. a validation score every few steps; the model is left in training mode after it)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     opt = opt or optimizer(model, lr_lora, lr_head)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    model.train()
-    history = []
-    for step in tqdm(range(steps), desc=desc or mode, disable=not progress, leave=False):
-        text_b, id_b, align_b = batches(step)
+
+    def step(batch):
+        text_b, id_b, align_b = batch
         if mode == "dla":
             lg = dla_step(model, opt, text_b, id_b, lam, T, align_b)
         elif mode == "joint":
@@ -179,9 +164,10 @@ def train(model, batches, mode: str, steps: int, lam: float = 0.5, T: int = 2, o
         else:
             lg = single_step(model, opt, id_b, "id")
         sched.step()
-        history.append({"step": step + 1, **lg})
-    model.eval()
-    return history
+        return lg
+
+    return loop(model, lambda n: [batches(n - 1)], step, epochs=steps, unit="step", desc=desc or mode,
+                progress=progress, on_epoch=on_step).history
 
 
 @torch.no_grad()
@@ -200,21 +186,23 @@ def read_state_sample(model, batches, n_batches: int = 4) -> torch.Tensor:
 
 @torch.no_grad()
 def probe_sample(model, split: data.Split, sas, users, L: int, max_len: int, batch_size: int = 8,
-                 adapters=("text", "id"), progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 adapters=("text", "id"), progress: bool = True, with_rows: bool = False) -> tuple:
     """(h, s): LLM read states (N, H) and SASRec's user states (N, d) at the same positions of the users' last
     training windows (the windows `training_batches` draws): the state after window item k, through each of
     `adapters`, paired with SASRec's state after the same item when it reads the user's training history up to
     there. Rows: every state through the first adapter, then the same positions through the next. The sample for
-    `HDRec.probe_ipl` (training data only)."""
+    `HDRec.probe_ipl` (training data only). with_rows: also (user, adapter) of every row, for a hold-out by user and
+    an R^2 per adapter."""
     model.eval()
     sas.eval()
-    hs, ss = {a: [] for a in adapters}, []
+    hs, ss, who = {a: [] for a in adapters}, [], []
     users = np.asarray(users)
     for start in tqdm(range(0, len(users), batch_size), desc="probe sample", disable=not progress, leave=False):
         pick = users[start:start + batch_size].tolist()
         seqs = [split.train[u][-(L + 1):] for u in pick]
         w, t = [x[:-1] for x in seqs], [x[1:] for x in seqs]
         n = [len(x) for x in w]
+        who += [u for u, k in zip(pick, n) for _ in range(k)]
         hist = data.pad_left([split.train[u][:-1] for u in pick], max_len).to(next(sas.parameters()).device)
         enc = sas.encode(hist)                                                       # (B, max_len, d)
         ss.append(torch.cat([enc[b, max_len - k:] for b, k in enumerate(n)]).cpu())  # (sum n, d), window order
@@ -223,20 +211,27 @@ def probe_sample(model, split: data.Split, sas, users, L: int, max_len: int, bat
             b = model.prompts.seq_text(w, t) if a == "text" else model.prompts.seq_id(w, t)
             hs[a].append(model.read_states(b)[b["targets"] > 0].cpu())               # (sum n, H), same order
     s = torch.cat(ss)
-    return torch.cat([torch.cat(hs[a]) for a in adapters]), s.repeat(len(adapters), 1)
+    h = torch.cat([torch.cat(hs[a]) for a in adapters])
+    if not with_rows:
+        return h, s.repeat(len(adapters), 1)
+    rows = {"user": np.tile(who, len(adapters)), "adapter": np.repeat(list(adapters), len(who))}
+    return h, s.repeat(len(adapters), 1), rows
 
 
 # --------------------------------------------------------------------------- evaluation helpers
 @torch.no_grad()
 def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_size: int = 8,
-                progress: bool = True) -> dict:
+                progress: bool = True, test_at_trained_position: bool = False) -> dict:
     """{adapter: {"valid": (U, n_items), "test": (U, n_items)}} IPL logits (padding item set to the row
     minimum, it is masked anyway). One forward per user over the last L+1 items of train + valid: the
     [SEQ] after the last train item predicts the validation item (it sees L items), the [SEQ] after the
     validation item predicts the test item (causality keeps the two apart). Users are batched in order of prompt
-    length (less padding: ~19 % fewer tokens for whole titles at batch 32); the rows come back in the users' order."""
+    length (less padding: ~19 % fewer tokens for whole titles at batch 32); the rows come back in the users' order.
+    The test read is then the (L+1)-th [SEQ], a position training windows (L items) never have;
+    test_at_trained_position=True reads it at the L-th instead, from the last L items (one more forward per user:
+    only "test" is returned)."""
     hist = sub.history("test")
-    wins = [h[-(L + 1):] for h in hist]
+    wins = [h[-L:] if test_at_trained_position else h[-(L + 1):] for h in hist]
     model.eval()
     out = {}
     for a in adapters:
@@ -253,17 +248,12 @@ def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_s
             z = model(b)                                                         # (B, K, n_items)
             n = torch.tensor([len(x) for x in w], device=z.device)
             rows = torch.arange(len(w), device=z.device)
-            zv.append(z[rows, n - 2].cpu())
+            if not test_at_trained_position:
+                zv.append(z[rows, n - 2].cpu())
             zt.append(z[rows, n - 1].cpu())
         back = torch.from_numpy(np.argsort(order, kind="stable"))
-        out[a] = {"valid": torch.cat(zv)[back], "test": torch.cat(zt)[back]}
+        out[a] = {"test": torch.cat(zt)[back]} if test_at_trained_position else {"valid": torch.cat(zv)[back],
+                                                                                 "test": torch.cat(zt)[back]}
         for st in out[a].values():
             st[:, 0] = st[:, 1:].min(-1).values
     return out
-
-
-def logit_scorer(scores: dict):
-    """score_fn for lib.metrics from precomputed {"valid": (U, n_items), "test": (U, n_items)} scores."""
-    def score_fn(users, stage):
-        return scores[stage][users]
-    return score_fn

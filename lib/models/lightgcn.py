@@ -6,23 +6,21 @@ K rounds of symmetric-normalised neighbourhood averaging over the user-item grap
     E^(k+1) = D^-1/2 A D^-1/2 E^(k),      E = mean_k E^(k), k = 0..K       (LightGCN Eq. 3-4)
 
 trained with BPR (one sampled negative per training interaction) plus L2 on the layer-0 rows of the batch. It is
-not sequential: it scores by user id, so it brings its own fit loop (validation NDCG@10 with early stopping, the
-suite's protocol through `lib.metrics`) instead of `lib.train.fit`, which feeds item sequences.
+not sequential: it scores by user id, so `fit` hands `lib.train.loop` its own batches (user, positive, negative) and
+its own validation (NDCG@10 through `lib.metrics`, the suite's protocol) instead of going through `lib.train.fit`,
+which feeds item sequences.
 """
 from __future__ import annotations
 
-import copy
-import time
 import warnings
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lib import data, metrics
-from lib.train import FitResult
+from lib.train import FitResult, loop, update
 
 DEFAULTS = dict(
     dim=64,             # d: embedding size (DeftRec's CF tables; RecBole's LightGCN default)
@@ -31,14 +29,11 @@ DEFAULTS = dict(
 TRAIN_DEFAULTS = dict(
     epochs=300,         # upper bound; early stopping on validation NDCG@10 decides
     batch_size=4096,    # (user, positive, negative) triples per step
-    lr=1e-2,            # Adam learning rate, chosen on validation (below; RecBole's 1e-3 stops long before converging)
+    lr=1e-2,            # Adam learning rate: the best on ML-100K's validation split (RecBole's 1e-3 climbs out of the
+                        # popularity phase so slowly that early stopping takes it for a plateau)
     reg=1e-4,           # L2 weight on the batch's layer-0 rows (RecBole: 1e-5 on sum-reduced BPR; ours is a mean)
     patience=20,        # epochs without a better validation NDCG@10 before stopping
 )
-# Chosen on ML-100K's validation split, seed 0, 2 cores (2026-11-29; best valid NDCG@10, best / run epochs, seconds):
-# lr 1e-3 with patience 10 (the earlier default) stopped at epoch 14 with 0.037 (seeds 0-2: 0.037-0.042, best epochs
-# 3-26): the slow climb out of the popularity phase looked like a plateau. lr 1e-2: 0.0783 (72 / 92, 106 s; patience
-# 30 changes nothing); lr 5e-3: 0.0758 (117 / 147); lr 2e-2: 0.0730 (37 / 57, 71 s); lr 1e-2 at batch 2048: 0.0743.
 
 
 def norm_adjacency(train: list[np.ndarray], n_items: int) -> torch.Tensor:
@@ -133,50 +128,27 @@ def seen_matrix(train: list[np.ndarray], n_items: int) -> np.ndarray:
 
 def fit(model: LightGCN, split: data.Split, *, epochs: int = 300, batch_size: int = 4096, lr: float = 1e-2,
         reg: float = 1e-4, patience: int = 20, seed: int = 0, progress: bool = True, max_batches: int | None = None,
-        desc: str = "LightGCN", device="cpu") -> FitResult:
-    """BPR over every training interaction once per epoch (one fresh negative each), validation NDCG@10 after
-    each epoch, the best epoch's weights restored; returns lib.train's FitResult, so `train.fit_cached(...,
-    fit_fn=lightgcn.fit)` caches it like any other fit. max_batches caps the batches per epoch (smoke runs).
-    device: accepted for fit_cached's calling convention; LightGCN trains on the CPU (a sparse graph)."""
-    if str(device) != "cpu":
-        raise ValueError(f"lightgcn.fit trains on the CPU only (sparse propagation); got device={device!r}")
+        desc: str = "LightGCN") -> FitResult:
+    """BPR over every training interaction once per epoch (one fresh negative each) with Adam, through
+    `lib.train.loop`: validation NDCG@10 after each epoch, early stopping, the best epoch's weights restored; so
+    `train.fit_cached(..., fit_fn=lightgcn.fit)` caches it like any other fit. max_batches caps the batches per epoch
+    (smoke runs). Trains on the CPU (sparse propagation)."""
     rng = np.random.default_rng(seed)
     users = np.concatenate([np.full(len(s), k) for k, s in enumerate(split.train)]).astype(np.int64)
     items = np.concatenate(split.train).astype(np.int64)
     seen = seen_matrix(split.train, split.n_items)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    best, best_state, bad, t0 = -1.0, None, 0, time.perf_counter()
-    res = FitResult(0, {})
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
+
+    def batches(epoch):
         perm = rng.permutation(len(users))
         neg = sample_negatives(users[perm], seen, split.n_items, rng)[:, 0]
-        losses = []
-        for b, s in enumerate(range(0, len(perm), batch_size)):
-            if max_batches and b >= max_batches:
-                break
+        for s in range(0, len(perm), batch_size):
             idx = perm[s:s + batch_size]
-            loss = model.bpr_loss(torch.from_numpy(users[idx]), torch.from_numpy(items[idx]),
-                                  torch.from_numpy(neg[s:s + batch_size]), reg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        model.eval()
-        valid = metrics.evaluate(model.scorer(), split, "valid", groups=False)["overall"]
-        res.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid_NDCG@10": valid["NDCG@10"],
-                            "seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", ndcg=f"{valid['NDCG@10']:.4f}")
-        if valid["NDCG@10"] > best:
-            best, bad, best_state = valid["NDCG@10"], 0, copy.deepcopy(model.state_dict())
-            res.best_epoch, res.best_valid = epoch, valid
-            res.seconds_to_best = time.perf_counter() - t0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    res.seconds = time.perf_counter() - t0
-    return res
+            yield torch.from_numpy(users[idx]), torch.from_numpy(items[idx]), torch.from_numpy(neg[s:s + batch_size])
+
+    def step(batch):
+        return {"loss": update(opt, model.bpr_loss(*batch, reg))}
+
+    return loop(model, batches, step, epochs=epochs, patience=patience, max_batches=max_batches, desc=desc,
+                progress=progress,
+                validate=lambda: metrics.evaluate(model.scorer(), split, "valid", groups=False)["overall"])

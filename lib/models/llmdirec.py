@@ -10,7 +10,9 @@ One training step on a batch of whole-sequence windows (item_seq, target_seq), e
    `cluster_interval` steps (lib.intents); s = c_k nearest to x.
 4. L_diff (section 3.2): a denoiser f_theta(x_t, t, s) learns the clean representations x0 = x (stop-gradient),
    conditioned on s, with classifier-free guidance training (s dropped with p_uncond).
-5. Augmentation: x_aug ~ reverse process from noise conditioned on s, guidance weight w (no gradient).
+5. Augmentation: x_aug ~ reverse process from noise conditioned on s, guidance weight w (no gradient). With
+   aug_start_t (ours, InDiRec-style partial noising): the row's own x noised to step aug_start_t (Eq. 4), then
+   denoised from there conditioned on s, so the augmentation keeps something of its own sequence.
 6. L_cl: InfoNCE(x, x_aug) with temperature, same-next-item pairs masked (InDiRec).
 7. L_align (section 3.3): 1 - cos(e_id, Adapter(e_llm)).
 
@@ -33,6 +35,7 @@ import torch
 from lib import diffusion, intents
 from lib.models.fusion import FusionSASRec
 from lib.models.sasrec import next_item_loss
+from lib.utils import eval_mode
 
 PREDICTION_TYPES = diffusion.PREDICTION_TYPES
 
@@ -46,7 +49,7 @@ class LLMDiRec(FusionSASRec):
                  prediction_type: str = "epsilon",
                  p_uncond: float = 0.1, guidance_scale: float = 2.0, num_inference_steps: int | None = 10,
                  denoiser_hidden: int = 128, use_diffusion: bool = True, use_cl: bool = True,
-                 use_align: bool = True, seed: int = 0, **sasrec_kwargs):
+                 use_align: bool = True, aug_start_t: int | None = None, seed: int = 0, **sasrec_kwargs):
         for name, v in dict(lambda_rec=lambda_rec, lambda_diff=lambda_diff, lambda_cl=lambda_cl,
                             lambda_align=lambda_align, guidance_scale=guidance_scale).items():
             if not v >= 0:
@@ -55,6 +58,9 @@ class LLMDiRec(FusionSASRec):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if isinstance(cluster_interval, bool) or not isinstance(cluster_interval, int) or cluster_interval < 1:
             raise ValueError(f"cluster_interval must be an integer >= 1 (training steps), got {cluster_interval!r}")
+        if aug_start_t is not None and (isinstance(aug_start_t, bool) or not isinstance(aug_start_t, int)
+                                        or not 0 < aug_start_t < T):
+            raise ValueError(f"aug_start_t must be None (pure noise) or an integer step in 1..{T - 1}, got {aug_start_t!r}")
         if sim not in ("dot", "cos"):
             raise ValueError(f"unknown sim {sim!r}; valid values are 'dot', 'cos'")
         # the ID-only model has no semantic view to align with
@@ -67,6 +73,7 @@ class LLMDiRec(FusionSASRec):
         self.temperature, self.sim = float(temperature), sim
         self.p_uncond, self.guidance_scale, self.num_inference_steps = p_uncond, guidance_scale, num_inference_steps
         self.cluster_interval, self.cluster_points = cluster_interval, cluster_points
+        self.aug_start_t = aug_start_t
         # exp schedule + trailing spacing: the first sampling step (t = T-1) has alpha_bar ~ 0.006 at T = 50, so
         # augmentations start from real noise (linear 1e-4..0.02 with leading spacing started at alpha_bar 0.65)
         self.scheduler = diffusion.Scheduler(T, beta_schedule=beta_schedule, prediction_type=prediction_type,
@@ -88,26 +95,21 @@ class LLMDiRec(FusionSASRec):
     @torch.no_grad()
     def prefix_representations(self, windows: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """(N, D) encodings of every prefix in windows (R, L): one per real item (eval mode, no gradient)."""
-        was = self.training
-        self.eval()
-        E = self.item_embeddings()
         out = []
-        for s in range(0, len(windows), batch_size):
-            w = windows[s:s + batch_size].to(E.device)
-            h = self.encode(w, E)                                               # (b, L, D)
-            rows, cols = intents.prefix_positions(w)
-            out.append(h[rows, cols])
-        self.train(was)
+        with eval_mode(self):
+            E = self.item_embeddings()
+            for s in range(0, len(windows), batch_size):
+                w = windows[s:s + batch_size].to(E.device)
+                h = self.encode(w, E)                                           # (b, L, D)
+                rows, cols = intents.prefix_positions(w)
+                out.append(h[rows, cols])
         return torch.cat(out)
 
     @torch.no_grad()
     def sequence_representation(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, D) the representation of each whole sequence: the encoder's output at the last position."""
-        was = self.training
-        self.eval()
-        h = self.encode(item_seq.to(self.item_emb.weight.device))[:, -1]
-        self.train(was)
-        return h
+        with eval_mode(self):
+            return self.encode(item_seq.to(self.item_emb.weight.device))[:, -1]
 
     def refit_intents(self, fallback: torch.Tensor | None = None) -> None:
         """K-means on the prefix encodings of the corpus (or on `fallback` (N, D) when there is no corpus).
@@ -124,10 +126,17 @@ class LLMDiRec(FusionSASRec):
         self.prototypes.fit(h.detach())
 
     # ------------------------------------------------------------------ the four losses
-    def augment(self, s: torch.Tensor) -> torch.Tensor:
-        """Intent-consistent augmentation (3.2): x_aug ~ reverse diffusion from noise conditioned on s (N, D)."""
+    def augment(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Intent-consistent augmentation (3.2): x_aug ~ reverse diffusion from noise conditioned on s (N, D); with
+        aug_start_t set, from the rows' own x (N, D) noised to that step instead (partial noising)."""
+        if self.aug_start_t is None:
+            return diffusion.sample(self.denoiser, self.scheduler, cond=s, guidance_scale=self.guidance_scale,
+                                    num_inference_steps=self.num_inference_steps)
+        if x is None:
+            raise ValueError("partial noising (aug_start_t set) needs the rows' own representations x")
         return diffusion.sample(self.denoiser, self.scheduler, cond=s, guidance_scale=self.guidance_scale,
-                                num_inference_steps=self.num_inference_steps)
+                                num_inference_steps=self.num_inference_steps, x_start=x.detach(),
+                                start_t=self.aug_start_t)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Every active term of Eq. 1, unweighted: rec, and diff / cl / align when switched on."""
@@ -153,7 +162,7 @@ class LLMDiRec(FusionSASRec):
             out["diff"] = diffusion.diffusion_loss(self.denoiser, self.scheduler, x.detach(), cond=s,
                                                    p_uncond=self.p_uncond)
         if self.use_cl:
-            x_aug = self.augment(s) if self.use_diffusion else s                # (N, D), no gradient
+            x_aug = self.augment(s, x) if self.use_diffusion else s             # (N, D), no gradient
             out["cl"] = intents.info_nce(x, x_aug, self.temperature, targets=y, sim=self.sim)
         return out
 
