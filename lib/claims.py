@@ -77,6 +77,10 @@ _CLAIMS = [
     _C("02.align", "L_align helps (Table 4: gated vs w/o L_align)", "paper", "NDCG@10", "gated fusion",
        "gated w/o L_align", "LLMDiRec", "Table 4 text: +4.1 % (Beauty), +4.5 % (Sports), +5.6 % (Toys); the smallest",
        0.041, headline=False),
+    _C("02.noalign_vs_id", "gated w/o L_align beats ID-only (the text view without the alignment loss)", "diagnosis",
+       "NDCG@10", "gated w/o L_align", "ID-only (SASRec)"),
+    _C("02.gated_vs_sasrec01", "gated beats notebook 01's SASRec (its 30-epoch schedule, 3 seeds)", "diagnosis",
+       "NDCG@10", "gated fusion", "SASRec, notebook 01"),
     _C("02.rival.concat", "gated beats concat (Table 4)", "paper", "NDCG@10", "gated fusion", "concat", "LLMDiRec",
        "Table 4 text: +9.5 % (Toys) to +11.6 % (Sports) over concatenation; the smallest", 0.095),
     _C("02.rival.weighted", "gated beats weighted (Table 4)", "paper", "NDCG@10", "gated fusion", "weighted",
@@ -106,6 +110,8 @@ _CLAIMS = [
        _COLD, _rel(0.1091, 0.0993), group="cold"),
     _C("04.diffusion_cl", "diffusion + L_cl help (full vs both off, one seed)", "paper", "NDCG@10", "LLMDiRec",
        "LLMDiRec, no diffusion, no L_cl", "LLMDiRec", "sec. 3.2-3.3: the method's core (no ablation number)"),
+    _C("04.partial_noise", "partial noising of the row's own x beats pure-noise augmentation (InDiRec-style, one seed)",
+       "diagnosis", "NDCG@10", "LLMDiRec, partial noise", "LLMDiRec, one seed"),
     # 05: ADARec
     _C("05.adarec_vs_sasrec", "ADARec beats SASRec at L (Table 2)", "paper", "NDCG@10", "ADARec (paper)", "SASRec",
        "ADARec", "Table 2 (histories of at most 5) compares ADARec with diffusion baselines only (+2.5 % to +19.7 %), "
@@ -131,6 +137,10 @@ _CLAIMS += [_C(f"05.ablation.{k}", f"full ADARec beats {n} (Table 4)", "paper", 
             for k, (n, v) in _ADARec_T4.items()]
 _CLAIMS += [_C("05.ablation.levels", 'full ADARec beats levels = "spread" (ours)', "diagnosis", "NDCG@20",
                "ADARec (paper)", 'levels = "spread"')]
+# 05, section 6b: why ADARec loses here (ours: each switch against the paper's model, seed `seed`)
+_CLAIMS += [_C(f"05.why.{k}", f"{t} (section 6b, one seed)", "diagnosis", "NDCG@10", n, "ADARec (paper), one seed")
+            for k, (n, t) in {"shared_draws": ("shared draws", "one noise and one dropout mask for every level help"),
+                              "depth_cost": ("depth cost", "a cost on depth helps")}.items()]
 # 06: HDRec (Scientific, Table 3-4: ID only 0.1103, text only 0.1154, HDRec 0.1190, SASRec 0.0812 NDCG@10)
 _CLAIMS += [
     _C("06.hdrec_vs_wo_dla", "HDRec beats w/o DLA (Fig. 4)", "paper", "NDCG@10", "HDRec fused", "w/o DLA fused", "HDRec",
@@ -156,6 +166,18 @@ _CLAIMS += [_C(f"06.{k}_vs_pop", f"{n.replace(' fused', '')} beats Pop (it learn
                n, "Pop") for k, n in _HD_ROWS.items()]
 _CLAIMS += [_C(f"06.{k}_vs_start", f"{n} beats its start (the training steps add)", "sanity", "NDCG@10", n,
                f"{n.split()[0]} adapter at the start (no step)") for k, n in (("text", "text only"), ("id", "ID only"))]
+# 06 at the paper's start: the IPL at PyTorch's default (no probe, no SASRec table, no standardisation)
+_CLAIMS += [
+    _C("06.paper_start.hdrec_vs_text", "HDRec beats text only, both from the paper's start (Fig. 4)", "paper", "NDCG@10",
+       "HDRec fused (paper's start)", "text only (paper's start)", "HDRec",
+       "Scientific, Table 4: text only 0.1154 -> HDRec 0.1190", _rel(0.1190, 0.1154)),
+    _C("06.paper_start.text_vs_pop", "text only from the paper's start beats Pop (what titles alone give)", "sanity",
+       "NDCG@10", "text only (paper's start)", "Pop"),
+    _C("06.paper_start.hdrec_vs_pop", "HDRec from the paper's start beats Pop", "sanity", "NDCG@10",
+       "HDRec fused (paper's start)", "Pop"),
+    _C("06.probe.text", "the SASRec-probe head helps the text adapter (probe start vs the paper's start)", "diagnosis",
+       "NDCG@10", "text only (SASRec-probe head)", "text only (paper's start)"),
+]
 # 07: DeftRec (Software: LightGCN 0.1177 / 0.0633, SASRec 0.0596 NDCG@10, DeftRec 0.1584 / 0.0863; Table 2, 5)
 _T5 = "Software, Table 5: HR@10 {} -> 0.1584 (full)"
 _CLAIMS += [
@@ -230,21 +252,22 @@ def headline(nn: str) -> Claim | None:
     return next((c for c in for_notebook(nn) if c.headline), None)
 
 
-def decide(claim_id: str, a, b, users=None, **kw) -> dict:
+def decide(claim_id: str, a, b, users=None, note: str | None = None, **kw) -> dict:
     """Decide a registered claim by the suite's rule: `metrics.compare(a, b, claim.metric, users=users)`, with the
-    paper's effect for a paper claim; the result carries the claim's id, text, kind, paper and where."""
+    paper's effect for a paper claim; the result carries the claim's id, text, kind, paper and where. note: what a
+    reader must know about the rows compared (e.g. both start from a head the paper does not have); 08 shows it."""
     c = get(claim_id)
     out = metrics.compare(a, b, c.metric, users=users, paper_effect=c.effect, **kw)
     meta = {k: v for k, v in asdict(c).items() if k not in ("metric", "effect")}     # compare names it paper_effect
-    return {**meta, **out, "notebook": c.notebook}
+    return {**meta, **out, "notebook": c.notebook, **({"note": note} if note else {})}
 
 
-def decide_all(specs) -> dict[str, dict]:
-    """{id: decided claim} for an iterable of (id, a, b) or (id, a, b, users)."""
+def decide_all(specs, notes: dict | None = None) -> dict[str, dict]:
+    """{id: decided claim} for an iterable of (id, a, b) or (id, a, b, users); notes: {id: note} (see `decide`)."""
     out = {}
     for spec in specs:
         cid, a, b, *rest = spec
-        out[cid] = decide(cid, a, b, users=rest[0] if rest else None)
+        out[cid] = decide(cid, a, b, users=rest[0] if rest else None, note=(notes or {}).get(cid))
     return out
 
 
@@ -254,8 +277,10 @@ def table(decided: dict[str, dict]):
 
     rows = [{"id": cid, **metrics.row(c["text"], c), "kind": c["kind"]} for cid, c in decided.items()]
     df = pd.DataFrame(rows).set_index("id")
+    if any(c.get("note") for c in decided.values()):
+        df["note"] = [decided[cid].get("note") or "" for cid in df.index]
     cols = [c for c in ("claim", "kind", "metric", "A", "B", "A - B [95 % CI]", "rel", "detectable", "p", "users",
-                        "seeds", "verdict", "paper", "size") if c in df]
+                        "seeds", "verdict", "paper", "size", "note") if c in df]
     return df[cols].fillna("")
 
 

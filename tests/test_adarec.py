@@ -136,7 +136,8 @@ def test_router_off_gives_equal_weights_and_levels_sit_where_asked():
 
 
 @pytest.mark.parametrize("kw, msg", [({"adc": "hard"}, "'gumbel', 'softmax', 'off'"), ({"levels": "deep"}, "'code', 'spread'"),
-                                     ({"T_max": 0}, "T_max"), ({"lambda_cont": -1.0}, "lambda_cont")])
+                                     ({"T_max": 0}, "T_max"), ({"lambda_cont": -1.0}, "lambda_cont"),
+                                     ({"lambda_depth": -0.1}, "lambda_depth")])
 def test_bad_parameters_are_named(kw, msg):
     with pytest.raises(ValueError, match=msg):
         small(**kw)
@@ -146,3 +147,51 @@ def test_score_average():
     a, b = small().eval(), small(moe=False).eval()
     avg = adarec.ScoreAverage(a, b)
     assert torch.allclose(avg.full_sort_predict(BATCH), (a.full_sort_predict(BATCH) + b.full_sort_predict(BATCH)) / 2)
+
+
+def test_evaluation_computes_only_the_levels_the_depth_reads_and_scores_as_the_full_pass():
+    m = small().eval()
+    with torch.no_grad():
+        m.W_sigma.weight.normal_(0, 3.0)                                      # depths that differ between users
+    seqs = torch.randint(1, 30, (16, 6))
+    out = m.forward_all(seqs)
+    need = out["m"][:, -1] > 0
+    assert (~need).any() and need.any(1).all()                                 # some levels are skipped
+    E = m.item_embeddings()
+    full = out["h"][:, -1] @ E.T                                               # every level computed
+    calls = []
+    hook = m.E_fin.register_forward_hook(lambda mod, inp, o: calls.append(inp[0].shape[0]))
+    fast = m.full_sort_predict({"item_seq": seqs})
+    hook.remove()
+    assert torch.allclose(fast, full, atol=1e-5)
+    assert calls == [int(need.sum())] and calls[0] < 16 * 4                    # the fine expert read fewer rows
+
+
+def test_shared_draws_one_noise_and_one_dropout_mask_for_every_level():
+    m = small(shared_draws=True, denoise=False).train()
+    E0 = m.embed(BATCH["item_seq"], m.item_embeddings())
+    levels, _ = m.hierarchy(E0)
+    ab = m.scheduler.alphas_cumprod[m.t_levels[1:]].view(1, 1, -1, 1)
+    eps = (levels[:, :, 1:] - ab.sqrt() * E0.unsqueeze(2)) / (1 - ab).sqrt()  # the noise of each level
+    assert torch.allclose(eps[:, :, 0], eps[:, :, 2], atol=1e-4)
+    same = E0.detach().unsqueeze(1).expand(-1, 4, -1, -1)                      # four identical levels
+    mask = adarec.attention_mask(BATCH["item_seq"])
+    shared = m._read(m.E_fin, same, mask)
+    assert torch.equal(shared[:, 0], shared[:, 3])                            # one dropout mask
+    m.shared_draws = False
+    indep = m._read(m.E_fin, same, mask)
+    assert not torch.allclose(indep[:, 0], indep[:, 3])                       # independent masks differ
+
+
+def test_depth_cost_is_the_expected_depth_and_pushes_it_down():
+    m = small(lambda_depth=0.5)
+    parts = m.losses(BATCH)
+    keep = BATCH["target_seq"] != 0
+    p = torch.softmax(m.last["logits"][keep], -1)
+    assert parts["depth"].item() == pytest.approx((p * torch.arange(4) / 3).sum(-1).mean().item(), rel=1e-5)
+    parts["depth"].backward()
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    before = parts["depth"].item()
+    opt.step()
+    assert m.losses(BATCH)["depth"].item() < before                            # shallower after one step
+    assert "depth" not in small().losses(BATCH)                                 # off by default

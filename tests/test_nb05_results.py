@@ -38,5 +38,14 @@ def test_nb05_smoke_results(smoke_results):
     assert g and all(0 <= x <= 1 for x in g)
     nr = res["normal_regime"]                                          # smoke runs the normal-regime path too
     assert set(nr) == {"SASRec (L = 50)", "ADARec (L = 50, warm start)"}
+    # section 6b: the two variants trained, decided against the paper's model, their controller logged
+    for k, n in (("shared_draws", "shared draws"), ("depth_cost", "depth cost")):
+        assert len(res["models"][n]["runs"]) == 1 and cl[f"05.why.{k}"]["verdict"] in VERDICTS
+        assert 0 <= res["why"]["variants"][n]["test users at T_max"] <= 1
+        assert set(res["why"]["controller"][n]) == {"entropy first/last epoch", "p_mean last epoch"}
+    assert 0 < cost["ADARec (paper)"]["levels read at evaluation"] <= 1
+    assert cost["ADARec (code's choices)"]["levels read at evaluation"] == 1      # soft weights read every level
+    assert set(res["convergence"]) >= {"SASRec / seed 0", "ADARec (paper) / seed 1"}
+    assert all(r["best epoch"] <= r["epochs run"] for r in res["convergence"].values())
     H = res["depth_over_training"]
     assert len(H) == 1 and abs(sum(H[0]) - 1) < 1e-6 and len(H[0]) == res["params"]["T_max"] + 1

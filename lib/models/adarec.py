@@ -29,6 +29,17 @@ reads, this is the paper's sequence-level model exactly.
 Sign of L_expl. The paper calls it "the negative entropy" but writes +H; minimising +H would make the choice
 more certain, the opposite of its stated purpose (exploration). We minimise -H, as its words and the released code.
 
+Switches for "why it loses" (notebook 05, section 6b; ours, not the paper's): shared_draws (one noise draw for
+every level and one dropout mask for every level's expert reading, so that levels differ only by their depth) and
+lambda_depth (a cost on the expected depth, lambda_depth * E_p[T_u] / T_max, added to Eq. 12).
+
+Compute. In training every level and both experts are computed whatever depth is drawn: the straight-through
+gradient of the mask reaches the ADC through the levels *beyond* T_u too (d m_k / d y_d for k > T_u), so the math
+needs them. At evaluation `full_sort_predict` runs the denoiser and the experts only on the levels k <= T_u of each
+user's last position (`forward_all(last_only=True)`): the other levels have weight 0 in Eq. 8-9. The denoiser reads
+each noisy level twice in training (once with E^0 in the graph for L_rec, once on E^0 detached for L_deno: the
+same weights cannot give one input two gradients in one pass); the denoiser is a small MLP, the experts cost more.
+
 Switches for the ablations (Table 4) and for the released code's choices: adc in {"gumbel", "softmax", "off"}
 ("softmax": the code's soft weights, no Gumbel, no straight-through; "off": every level up to T_max), hda
 (False: one level, E^0), denoise (False: levels are the noisy E^k themselves, as the code), moe (False: one
@@ -43,6 +54,7 @@ import torch.nn.functional as F
 
 from lib import diffusion
 from lib.models.sasrec import Block, SASRec, attention_mask, next_item_loss
+from lib.utils import eval_mode
 
 ADC_MODES = ("gumbel", "softmax", "off")
 LEVEL_SPREADS = ("code", "spread")
@@ -128,7 +140,8 @@ class ADARec(SASRec):
     def __init__(self, n_items: int, *, T_max: int = 4, T: int = 50, levels: str = "code", adc: str = "gumbel",
                  hda: bool = True, denoise: bool = True, moe: bool = True, router: bool = True,
                  tau_gs: float = 0.5, tau_cont: float = 0.07, lambda_deno: float = 0.1, lambda_cont: float = 0.05,
-                 lambda_expl: float = 0.01, denoiser_hidden: int = 128, **sasrec_kwargs):
+                 lambda_expl: float = 0.01, denoiser_hidden: int = 128, shared_draws: bool = False,
+                 lambda_depth: float = 0.0, **sasrec_kwargs):
         if adc not in ADC_MODES:
             raise ValueError(f"unknown adc {adc!r}; valid values are {', '.join(map(repr, ADC_MODES))}")
         if levels not in LEVEL_SPREADS:
@@ -136,7 +149,8 @@ class ADARec(SASRec):
                              f"('code': the released code's shallow depths, t up to 10 of 50; 'spread': up to T-1)")
         if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
             raise ValueError(f"T_max must be an integer >= 1 (the deepest level), got {T_max!r}")
-        for name, v in dict(lambda_deno=lambda_deno, lambda_cont=lambda_cont, lambda_expl=lambda_expl).items():
+        for name, v in dict(lambda_deno=lambda_deno, lambda_cont=lambda_cont, lambda_expl=lambda_expl,
+                            lambda_depth=lambda_depth).items():
             if not v >= 0:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         n_layers = sasrec_kwargs.pop("n_layers", 2)
@@ -146,6 +160,7 @@ class ADARec(SASRec):
         self.adc_mode, self.hda, self.denoise, self.moe, self.router_on = adc, bool(hda), bool(denoise), bool(moe), bool(router)
         self.tau_gs, self.tau_cont = tau_gs, tau_cont
         self.lambda_deno, self.lambda_cont, self.lambda_expl = lambda_deno, lambda_cont, lambda_expl
+        self.shared_draws, self.lambda_depth = bool(shared_draws), lambda_depth
         self.levels = levels
         # HDA: a DDPM linear schedule (paper; the code: T = 50); level k sits at step t_k
         self.scheduler = diffusion.Scheduler(T, "linear")
@@ -196,9 +211,10 @@ class ADARec(SASRec):
         p = F.softmax(logits, -1)
         return F.one_hot(p.argmax(-1), K1).float(), logits, p
 
-    def hierarchy(self, E0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def hierarchy(self, E0: torch.Tensor, need: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """HDA, Eq. 4-5: (levels (B, L, K+1, D), L_deno or None). Level 0 is E^0; level k >= 1 is E^0 noised to
-        t_k (one epsilon per level) and, with denoise=True, read back by Eq. 5."""
+        t_k (one epsilon per level, or one for all with shared_draws) and, with denoise=True, read back by Eq. 5.
+        need (B, K+1) bool, evaluation only: denoise only the levels a user reads (the others are left at x_t)."""
         if self.T_max == 0:
             return E0.unsqueeze(2), None
         B, L, D = E0.shape
@@ -206,36 +222,71 @@ class ADARec(SASRec):
         t = self.t_levels[1:]                                                # (K,)
         # training: fresh noise; evaluation: a fixed seed, so that scoring a user twice gives the same ranking
         gen = None if self.training else torch.Generator().manual_seed(0)
-        eps = diffusion.randn((B, L, K1 - 1, D), gen, E0.device, E0.dtype)
-        ab = self.scheduler.alphas_cumprod.to(E0.device)[t].view(1, 1, -1, 1)
+        eps = diffusion.randn((B, L, 1 if self.shared_draws else K1 - 1, D), gen, E0.device, E0.dtype)
+        eps = eps.expand(B, L, K1 - 1, D)
         x0 = E0.unsqueeze(2)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps                          # Eq. 4 (E0 kept in the graph)
+        x_t = self.scheduler.add_noise(x0, eps, t, dim=2)                      # Eq. 4 (E0 kept in the graph)
         if self.denoiser is None:
             return torch.cat([x0, x_t], 2), None
-        tt = t.view(1, 1, -1).expand(B, L, -1).reshape(-1)
-        eps_hat = self.denoiser(x_t.reshape(-1, D), tt).view(B, L, K1 - 1, D)
-        x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()               # Eq. 5
-        if not (self.training and self.lambda_deno > 0):                     # L_deno is only needed to train
+        tt = t.view(1, 1, -1).expand(B, L, -1)                               # (B, L, K)
+        train_deno = self.training and self.lambda_deno > 0
+        if need is not None and not self.training:                          # evaluation: only the levels read
+            sel = need[:, None, 1:].expand(B, L, -1)                         # (B, L, K)
+            eps_hat = torch.zeros_like(x_t)
+            if sel.any():
+                eps_hat[sel] = self.denoiser(x_t[sel], tt[sel])
+        elif train_deno:
+            # L_deno reads E^0 detached (the same noise): the denoising loss cannot shrink the embeddings to make
+            # its own task easy. (One batched call of both reads measured no faster on 2 CPU cores.)
+            eps_hat = self.denoiser(x_t.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
+            x_t_sg = self.scheduler.add_noise(x0.detach(), eps, t, dim=2)
+            eps_sg = self.denoiser(x_t_sg.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
+        else:
+            eps_hat = self.denoiser(x_t.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
+        x0_hat = self.scheduler.predict_x0(eps_hat, t, x_t, dim=2)              # Eq. 5
+        if not train_deno:                                                   # L_deno is only needed to train
             return torch.cat([x0, x0_hat], 2), None
-        # L_deno on E^0 detached: the same noise, a copy of x_t whose input carries no gradient to the embeddings
-        x_t_sg = ab.sqrt() * x0.detach() + (1 - ab).sqrt() * eps
-        eps_sg = self.denoiser(x_t_sg.reshape(-1, D), tt).view(B, L, K1 - 1, D)
         return torch.cat([x0, x0_hat], 2), (eps_sg - eps).pow(2).mean(-1)   # (B, L, K) per level
 
-    def forward_all(self, item_seq: torch.Tensor) -> dict:
-        """The whole model at every position: {"h" (B, L, D), "m", "g", "y", "p", "z_coar_levels", "L_deno"}."""
+    def _read(self, expert: Expert, levels: torch.Tensor, mask: torch.Tensor,
+              need: torch.Tensor | None = None) -> torch.Tensor:
+        """An expert reads every level as its own sequence: levels (B, K+1, L, D) -> (B, K+1, L, D). With
+        shared_draws in training every level is read under the same dropout mask (the random state is replayed);
+        with need (B, K+1) bool only those (user, level) rows are computed (the others are 0)."""
+        B, K1, L, D = levels.shape
+        if self.shared_draws and self.training:
+            dev = levels.device
+            state = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else torch.get_rng_state()
+            outs = []
+            for k in range(K1):
+                (torch.cuda.set_rng_state(state, dev) if dev.type == "cuda" else torch.set_rng_state(state))
+                outs.append(expert(levels[:, k], mask))
+            return torch.stack(outs, 1)
+        flat, mask_k = levels.reshape(B * K1, L, D), mask.repeat_interleave(K1, 0)
+        if need is None:
+            return expert(flat, mask_k).view(B, K1, L, D)
+        rows = need.reshape(-1)
+        out = flat.new_zeros(flat.shape)
+        out[rows] = expert(flat[rows], mask_k[rows])
+        return out.view(B, K1, L, D)
+
+    def forward_all(self, item_seq: torch.Tensor, last_only: bool = False) -> dict:
+        """The whole model at every position: {"h" (B, L, D), "m", "g", "y", "p", "logits", "L_deno", ...}.
+
+        last_only (evaluation): compute the denoiser and the experts only on the levels k <= T_u of each user's
+        last position; then only h[:, -1] is the model's output (other positions may lack levels they read)."""
         E = self.item_embeddings()
         E0 = self.embed(item_seq, E)                                         # (B, L, D)
         real = item_seq != 0
         y, logits, p = self.depth(E0, item_seq)                              # (B, L, K+1)
         m = level_mask(y)                                                    # (B, L, K+1)
-        levels, deno = self.hierarchy(E0)                                    # (B, L, K+1, D)
+        need = m[:, -1] > 0 if last_only and not self.training else None     # (B, K+1) levels the last position reads
+        levels, deno = self.hierarchy(E0, need)                              # (B, L, K+1, D)
         B, L, K1, D = levels.shape
         mask = attention_mask(item_seq)
-        flat = levels.permute(0, 2, 1, 3).reshape(B * K1, L, D)              # every level as its own sequence
-        mask_k = mask.repeat_interleave(K1, 0)
-        f = self.E_fin(flat, mask_k).view(B, K1, L, D).permute(0, 2, 1, 3)   # (B, L, K+1, D)
-        c = (self.E_coar(flat, mask_k).view(B, K1, L, D).permute(0, 2, 1, 3) if self.moe else f)
+        by_level = levels.permute(0, 2, 1, 3)                                # (B, K+1, L, D): each level a sequence
+        f = self._read(self.E_fin, by_level, mask, need).permute(0, 2, 1, 3)  # (B, L, K+1, D)
+        c = self._read(self.E_coar, by_level, mask, need).permute(0, 2, 1, 3) if self.moe else f
         if self.router_on and self.moe:
             pooled = causal_mean(levels, real)                               # (B, L, K+1, D) Pool(x0_hat^k)
             k_emb = self.level_emb.weight.view(1, 1, K1, D).expand(B, L, -1, -1)
@@ -251,13 +302,13 @@ class ADARec(SASRec):
         if self.training and self.moe and self.lambda_cont > 0 and self.T_max > 0:
             # L_cont's input (Eq. 6): the coarse expert re-read on detached levels, so that its gradient stays on the
             # coarse expert's side (the paper) and reaches neither E^0's tables, LayerNorm nor the denoiser
-            out["coarse_sg_last"] = self.E_coar(flat.detach(), mask_k).view(B, K1, L, D)[:, :, -1]   # (B, K+1, D)
+            out["coarse_sg_last"] = self._read(self.E_coar, by_level.detach(), mask)[:, :, -1]   # (B, K+1, D)
         self.last = {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items() if k != "coarse"}
         return out
 
     def full_sort_predict(self, batch: dict) -> torch.Tensor:
         E = self.item_embeddings()
-        return self.forward_all(batch["item_seq"])["h"][:, -1] @ E.T        # (B, n_items)
+        return self.forward_all(batch["item_seq"], last_only=True)["h"][:, -1] @ E.T   # (B, n_items)
 
     # ------------------------------------------------------------------ the losses
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -275,11 +326,16 @@ class ADARec(SASRec):
         if self.adc_mode != "off" and self.T_max > 0 and self.lambda_expl > 0:
             p = F.softmax(out["logits"][keep], -1)
             parts["expl"] = (p * torch.log(p.clamp(min=1e-12))).sum(-1).mean()          # -H (see the docstring)
+        if self.adc_mode != "off" and self.T_max > 0 and self.lambda_depth > 0:
+            p = F.softmax(out["logits"][keep], -1)
+            k = torch.arange(p.shape[-1], device=p.device, dtype=p.dtype) / self.T_max
+            parts["depth"] = (p * k).sum(-1).mean()                                     # E_p[T_u] / T_max
         return parts
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         parts = self.losses(batch)
-        w = {"rec": 1.0, "deno": self.lambda_deno, "cont": self.lambda_cont, "expl": self.lambda_expl}
+        w = {"rec": 1.0, "deno": self.lambda_deno, "cont": self.lambda_cont, "expl": self.lambda_expl,
+             "depth": self.lambda_depth}
         self.last_losses = {k: float(v.detach()) for k, v in parts.items()}
         return sum(w[k] * v for k, v in parts.items())                                 # Eq. 12
 
@@ -287,19 +343,15 @@ class ADARec(SASRec):
     def level_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, K+1, n_items) scores of each level alone at the last position: the fine expert's reading of x0_hat^k
         (the coarse one's without MoE) against the item table, evaluation mode."""
-        was = self.training
-        self.eval()
-        out = self.forward_all(item_seq)
-        self.train(was)
+        with eval_mode(self):
+            out = self.forward_all(item_seq)
         return out["fine_last"] @ self.item_embeddings().T
 
     @torch.no_grad()
     def depths(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B,) the depth T_u the ADC picks for each sequence at its last position (evaluation mode)."""
-        was = self.training
-        self.eval()
-        y, _, _ = self.depth(self.embed(item_seq, self.item_embeddings()), item_seq)
-        self.train(was)
+        with eval_mode(self):
+            y, _, _ = self.depth(self.embed(item_seq, self.item_embeddings()), item_seq)
         return y[:, -1].argmax(-1)
 
 
