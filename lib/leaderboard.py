@@ -100,7 +100,7 @@ def claims(found: dict) -> list[dict]:
                         "rel": rel(c["diff"]), "rel ci": [rel(c["ci"][0]), rel(c["ci"][1])]
                         if mb else [None, None], "detectable": c["mde_rel"], "p": c["p_value"],
                         "users": c["n_users"], "seeds": c["n_seeds"], "verdict": c["verdict"],
-                        "size": c.get("size"), "n_needed": c.get("n_needed")})
+                        "size": c.get("size"), "n_needed": c.get("n_needed"), "note": c.get("note")})
     return adjusted(out)
 
 

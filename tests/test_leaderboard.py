@@ -33,3 +33,15 @@ def test_a_verdict_that_loses_its_significance_after_holm_reads_undecided():
     assert [r["verdict (Holm)"] for r in out] == ["undecided", "undecided", "reversed", None]
     # sorted: 0.001 x 3 = 0.003, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (monotone)
     assert [r["p (Holm)"] for r in out[:3]] == pytest.approx([0.06, 0.06, 0.003])
+
+
+def test_a_note_on_the_rows_compared_reaches_the_claims_table_and_08():
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 300)
+    note = "both rows start from the SASRec-probe head: not the paper's setting"
+    dec = claims.decide_all([("06.text_vs_id", b, b + 1), ("06.hdrec_vs_text", b, b)], notes={"06.text_vs_id": note})
+    assert dec["06.text_vs_id"]["note"] == note and "note" not in dec["06.hdrec_vs_text"]
+    tab = claims.table(dec)
+    assert tab.loc["06.text_vs_id", "note"] == note and tab.loc["06.hdrec_vs_text", "note"] == ""
+    rows = {r["id"]: r for r in leaderboard.claims({"06_hdrec_dual_lora": {"claims": dec}})}
+    assert rows["06.text_vs_id"]["note"] == note and rows["06.hdrec_vs_text"]["note"] is None

@@ -18,7 +18,13 @@ def test_nb04_smoke_results(smoke_results):
     s = diffusion.Scheduler(p["T"], p["beta_schedule"], timestep_spacing=p["timestep_spacing"])
     assert s.start_alpha_bar(p["n_inference_steps"])[1] < diffusion.MAX_START_ALPHA_BAR
     cl = res["claims"]
-    assert len(cl) == 6 and {c["verdict"] for c in cl.values()} <= set(metrics.VERDICTS)
+    assert len(cl) == 7 and {c["verdict"] for c in cl.values()} <= set(metrics.VERDICTS)
+    assert cl["04.partial_noise"]["n_seeds"] == [1, 1]                 # the partial-noise switch ran (t = 5 in smoke)
+    assert res["partial_noise"]["aug_start_t"] == 5 and "valid_NDCG@10" in res["partial_noise"]["fit"]
+    spec = res["augmentation_specificity"]
+    assert len(spec) == 2 and all(0 <= v["rank percentile of its own (0 = nearest, 0.5 = chance)"] <= 1 for v in spec.values())
+    assert all(v["rows sharing its prototype"] >= 2 for v in spec.values())
+    assert 0 <= res["prototype_agreement_train_eval"] <= 1
     main = cl["04.llmdirec_vs_id"]
     assert main["n_seeds"] == [2, 2] and main["seed_std"] is not None and main["ci"][0] <= main["diff"] <= main["ci"][1]
     abl = cl["04.diffusion_cl"]

@@ -17,6 +17,7 @@ steps (DLA and its ablations) and the evaluation loop in `hdrec_train`.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -65,6 +66,7 @@ class HDRec(nn.Module):
         self.warm_start(ipl_init, prior_counts)
         self.phase = None
         self.set_phase("text")
+        self.bf16 = False          # True: the decoder runs under bfloat16 autocast; the IPL and the losses stay float32
 
     @torch.no_grad()
     def warm_start(self, how: str, prior_counts=None) -> None:
@@ -123,9 +125,10 @@ class HDRec(nn.Module):
         dev = self.e_special.device
         batch = {k: v.to(dev) for k, v in batch.items()}
         e = self.embed(batch["input_ids"], batch["item_ids"])                         # (B, T, H)
-        h = llm.decoder(self.llm)(inputs_embeds=e, use_cache=False).last_hidden_state  # (B, T, H)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            h = llm.decoder(self.llm)(inputs_embeds=e, use_cache=False).last_hidden_state  # (B, T, H)
         idx = batch["read_pos"].unsqueeze(-1).expand(-1, -1, self.H)                  # (B, K, H)
-        return h.gather(1, idx)
+        return h.gather(1, idx).float()
 
     @torch.no_grad()
     def standardize_ipl_input(self, h: torch.Tensor, min_std: float = 1e-3) -> None:
@@ -145,15 +148,18 @@ class HDRec(nn.Module):
 
     @torch.no_grad()
     def probe_ipl(self, h: torch.Tensor, s: torch.Tensor, ridges=(1e-3, 1e-2, 1e-1, 1.0, 10.0), holdout: float = 0.2,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, groups=None, kinds=None) -> dict:
         """Start the IPL as a linear probe: logit_i = <E_srs[i], A h + c> + bias_i, with A, c the ridge regression of
         SASRec's user state s (N, d) on the LLM read state h (N, H) at the same positions of training windows.
 
         The 2d first hidden units carry +(A h + c) and -(A h + c) and the output layer reads them with +E_srs and
         -E_srs: SiLU(x) - SiLU(-x) = x, so at the start (eval mode) the IPL is exactly that linear map, and every
         unit stays trainable. The ridge weight (relative to N) is chosen on a held-out fifth of the sample, which
-        comes from training windows only. Returns {"ridge", "r2_holdout"}. Needs ipl_init='sasrec' or 'prior' for
-        the output bias (the log item prior); other hidden units keep their weights, their output columns are 0."""
+        comes from training windows only: a fifth of the rows, or with groups (N,) (the user of each row) a fifth of
+        the users, so that no user's windows sit on both sides. kinds (N,) (the adapter of each row, e.g. "text" /
+        "id"): the held-out R^2 at the chosen ridge is also given per kind. Returns {"ridge", "r2_holdout",
+        "r2_by_ridge", "holdout_by", "r2_holdout_by_kind"}. Needs ipl_init='sasrec' or 'prior' for the output bias
+        (the log item prior); other hidden units keep their weights, their output columns are 0."""
         h, s = h.reshape(-1, h.shape[-1]).double(), s.reshape(-1, s.shape[-1]).double()
         if len(h) != len(s):
             raise ValueError(f"h has {len(h)} states, s {len(s)}: they must be the same positions")
@@ -169,14 +175,34 @@ class HDRec(nn.Module):
         def solve(Zf, Sf, r):
             return torch.linalg.solve(Zf.T @ Zf + r * len(Zf) * eye, Zf.T @ Sf)          # (H, d)
 
-        perm = torch.randperm(len(Z), generator=torch.Generator().manual_seed(seed))
-        fit_i, hold_i = perm[int(len(Z) * holdout):], perm[:int(len(Z) * holdout)]
-        r2 = {}
+        gen = torch.Generator().manual_seed(seed)
+        if groups is None:
+            perm = torch.randperm(len(Z), generator=gen)
+            fit_i, hold_i = perm[int(len(Z) * holdout):], perm[:int(len(Z) * holdout)]
+        else:
+            groups = torch.as_tensor(np.asarray(groups))
+            if len(groups) != len(Z):
+                raise ValueError(f"groups has {len(groups)} entries for {len(Z)} states")
+            ug = groups.unique()
+            held = ug[torch.randperm(len(ug), generator=gen)[:max(1, int(len(ug) * holdout))]]
+            is_held = torch.isin(groups, held)
+            fit_i, hold_i = (~is_held).nonzero().squeeze(1), is_held.nonzero().squeeze(1)
+
+        def r2_of(B, rows):
+            resid = S[rows] - Z[rows] @ B
+            return float(1 - resid.pow(2).sum() / S[rows].pow(2).sum())
+
+        r2, fits = {}, {}
         for r in ridges:
-            B = solve(Z[fit_i], S[fit_i], r)
-            resid = S[hold_i] - Z[hold_i] @ B
-            r2[r] = float(1 - resid.pow(2).sum() / S[hold_i].pow(2).sum())
+            fits[r] = solve(Z[fit_i], S[fit_i], r)
+            r2[r] = r2_of(fits[r], hold_i)
         best = max(r2, key=r2.get)
+        by_kind = {}
+        if kinds is not None:
+            kinds = np.asarray(kinds)
+            for k in dict.fromkeys(kinds.tolist()):
+                rows = hold_i[torch.from_numpy(kinds[hold_i.numpy()] == k)]
+                by_kind[k] = r2_of(fits[best], rows) if len(rows) else None
         B = solve(Z, S, best)
         W = (B / std[:, None]).T                                                        # (d, H), on raw h
         b = s_mean - W @ mean
@@ -184,7 +210,8 @@ class HDRec(nn.Module):
         lin.weight[d:2 * d], lin.bias[d:2 * d] = -W.float(), -b.float()
         out.weight.zero_()
         out.weight[:, :d], out.weight[:, d:2 * d] = self.E_srs, -self.E_srs
-        return {"ridge": best, "r2_holdout": r2[best], "r2_by_ridge": r2}
+        return {"ridge": best, "r2_holdout": r2[best], "r2_by_ridge": r2,
+                "holdout_by": "row" if groups is None else "user", "r2_holdout_by_kind": by_kind}
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         """The current phase's cross-entropy at every read position with a target (Eq. 2 / 4 / 5)."""
