@@ -6,6 +6,6 @@ dual-view fusion (fusion.py), LLMDiRec (llmdirec.py), ADARec (adarec.py), and HD
 (hdrec.py; its alternating loop in hdrec_train.py, its prompts in hdrec_prompts.py).
 
 Two models do not: LightGCN (lightgcn.py) scores by user id, not by sequence, and DeftRec (deftrec.py) is a
-pipeline of three trained parts (tokenizer + LoRA, a conditional denoiser, a retriever). Each brings its own fit
-function and hands ``lib.metrics`` a ``score_fn(users, stage)``.
+pipeline of three trained parts (tokenizer + LoRA, a conditional denoiser, a retriever). Each hands the suite's one
+loop (``lib.train.loop``) its batches, step and validation, and ``lib.metrics`` a ``score_fn(users, stage)``.
 """
