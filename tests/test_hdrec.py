@@ -443,6 +443,25 @@ def test_probe_ipl_is_the_ridge_map_through_the_sasrec_table(tok):
         m.probe_ipl(h, torch.randn(400, 4))
 
 
+def test_probe_holds_out_whole_users_and_reports_r2_per_adapter(tok):
+    counts = np.arange(N_ITEMS)
+    m = tiny_model(tok, ipl_init="sasrec", prior_counts=counts)
+    g = torch.Generator().manual_seed(0)
+    users = np.repeat(np.arange(40), 10)                         # 40 users, 10 states each
+    kinds = np.tile(np.repeat(["text", "id"], 5), 40)
+    h = torch.randn(400, m.H, generator=g) * 3 + 5
+    M = torch.randn(8, m.H, generator=g) / m.H ** 0.5
+    s = h @ M.T
+    noisy = torch.from_numpy(kinds == "text")
+    s[noisy] += 4 * torch.randn(int(noisy.sum()), 8, generator=g)    # text rows: half the state is noise
+    info = m.probe_ipl(h, s, groups=users, kinds=kinds)
+    assert info["holdout_by"] == "user" and set(info["r2_holdout_by_kind"]) == {"text", "id"}
+    r2k = info["r2_holdout_by_kind"]
+    assert r2k["id"] > 0.8 and r2k["text"] < r2k["id"] - 0.2          # the noisy adapter's rows explain less
+    assert m.probe_ipl(h, s)["holdout_by"] == "row"
+    with pytest.raises(ValueError, match="groups has 10 entries"):
+        m.probe_ipl(h, s, groups=users[:10])
+
 def test_probe_sample_pairs_read_states_with_sasrec_states(tok):
     from lib.data import Split, pad_left
     from lib.models.sasrec import SASRec
