@@ -421,3 +421,23 @@ def test_train_llm_takes_its_steps_through_the_loop_and_encode_keeps_the_mode(ti
     m.train()
     m.encode([0], [np.array([1, 2])], progress=False)
     assert m.training and m.enc_item.training, "encode gives the model its mode back"
+
+
+def test_bf16_runs_the_decoder_in_bfloat16_and_keeps_float32_outside(tiny, monkeypatch):
+    b = tiny.build([0, 1], [np.array([1, 2]), np.array([3])], answers=[1, 0])
+    seen = []
+    hook = tiny.llm.get_base_model().model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda mod, inp, out: seen.append(out.dtype))
+    try:
+        tiny.eval()
+        with torch.no_grad():
+            h32 = tiny.hidden(b)
+            tiny.bf16 = True
+            h16 = tiny.hidden(b)
+            loss = tiny.llm_loss(b)
+    finally:
+        tiny.bf16 = False
+        hook.remove()
+    assert seen == [torch.float32, torch.bfloat16, torch.bfloat16], "the decoder's matmuls run in bfloat16 only when asked"
+    assert h16.dtype == torch.float32 and loss.dtype == torch.float32
+    assert not torch.equal(h16, h32) and torch.allclose(h16, h32, atol=0.1, rtol=0.05), "rounding, not another model"

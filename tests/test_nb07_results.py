@@ -41,6 +41,12 @@ def test_nb07_smoke_results(smoke_results):
     assert all(0 <= v <= 1 for v in res["genre_probe"].values())
     assert len(res["llm_losses"]) == 2 and all(math.isfinite(x) for x in res["llm_losses"])
     assert 0 <= res["toy_right_cloud"]["paired"] <= 1
+    # bf16 measured against float32 from the same weights: both timed, outputs close, the run's choice recorded
+    b = res["bf16"]
+    assert set(b) >= {"float32", "bfloat16", "speedup_step", "speedup_pass", "hidden_cosine", "genre_agreement", "used"}
+    assert b["float32"]["L_LLM"] != b["bfloat16"]["L_LLM"] and abs(b["float32"]["L_LLM"] - b["bfloat16"]["L_LLM"]) < 0.5
+    assert b["hidden_cosine"] > 0.9 and 0 <= b["genre_agreement"] <= 1 and b["speedup_step"] > 0
+    assert res["params"]["bf16"] == b["used"]
 
 
 @pytest.mark.notebook

@@ -111,6 +111,7 @@ class DeftLLM(nn.Module):
         self.enc_item = Tokenizer(d, H, K, rho, encoder=encoder)                        # Enc_v
         self.enc_user = Tokenizer(d, H, K, rho, encoder=encoder)                        # Enc_u
         self.K, self.H = K, H
+        self.bf16 = False          # True: the decoder runs under bfloat16 autocast; tokenizers, LM head, losses float32
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]
         self.title_ids = [ids(" " + " ".join(t.split()[:title_words])) if t else [] for t in titles]
@@ -181,9 +182,13 @@ class DeftLLM(nn.Module):
         return {k: v.to(dev) for k, v in batch.items()}
 
     def hidden(self, batch: dict) -> torch.Tensor:
-        """(B, T, H) last hidden states (after the model's final norm) through the LoRA adapter."""
+        """(B, T, H) float32 last hidden states (after the model's final norm) through the LoRA adapter; with
+        `bf16` the decoder's blocks run under bfloat16 autocast (the inputs_embeds and the LM head stay float32)."""
         batch = self._to(batch)
-        return self.llm.get_base_model().model(inputs_embeds=self.embed(batch), use_cache=False).last_hidden_state
+        e = self.embed(batch)
+        with torch.autocast(e.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            h = self.llm.get_base_model().model(inputs_embeds=e, use_cache=False).last_hidden_state
+        return h.float()
 
     def llm_loss(self, batch: dict) -> torch.Tensor:
         """L_LLM: next-token cross-entropy on the answer's tokens only."""
