@@ -178,6 +178,15 @@ def decoder(peft_model):
     return peft_model.get_base_model().model
 
 
+def hidden_states(peft_model, inputs_embeds: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """(B, T, H) float32 last hidden states of the decoder stack (`decoder`) for inputs_embeds (B, T, H). bf16: the
+    blocks run under bfloat16 autocast (fast where `bf16_fast` says so); the states come back in float32, so what
+    reads them (an IPL, an LM head, a loss) stays float32. HDRec and DeftRec read the LLM through here."""
+    with torch.autocast(inputs_embeds.device.type, dtype=torch.bfloat16, enabled=bool(bf16)):
+        h = decoder(peft_model)(inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
+    return h.float()
+
+
 def truncate(model, n_layers: int | None):
     """Keep the first n_layers decoder blocks of a causal LM, in place (None, or more than it has: all of them).
     The final norm and the LM head stay, so the shortened model still reads and writes tokens (notebook 07)."""
@@ -203,3 +212,8 @@ def bf16_fast(device: str = "cpu", cpuinfo: str = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def use_bf16(setting, device: str = "cpu") -> bool:
+    """A notebook's `bf16` parameter as a decision: "auto" -> `bf16_fast(device)`, True / False as given."""
+    return bf16_fast(device) if setting == "auto" else bool(setting)

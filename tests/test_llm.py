@@ -109,3 +109,5 @@ def test_bf16_fast_reads_the_cpu_flags(tmp_path):
     no.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert llm_.bf16_fast("cpu", yes) is True and llm_.bf16_fast("cpu", no) is False
     assert llm_.bf16_fast("cpu", tmp_path / "missing") is False
+    assert llm_.use_bf16(True) is True and llm_.use_bf16(False) is False
+    assert llm_.use_bf16("auto", "cpu") is llm_.bf16_fast("cpu")

@@ -235,17 +235,15 @@ class ADARec(SASRec):
             eps_hat = torch.zeros_like(x_t)
             if sel.any():
                 eps_hat[sel] = self.denoiser(x_t[sel], tt[sel])
-        elif train_deno:
-            # L_deno reads E^0 detached (the same noise): the denoising loss cannot shrink the embeddings to make
-            # its own task easy. (One batched call of both reads measured no faster on 2 CPU cores.)
-            eps_hat = self.denoiser(x_t.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
-            x_t_sg = self.scheduler.add_noise(x0.detach(), eps, t, dim=2)
-            eps_sg = self.denoiser(x_t_sg.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
         else:
             eps_hat = self.denoiser(x_t.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
         x0_hat = self.scheduler.predict_x0(eps_hat, t, x_t, dim=2)              # Eq. 5
         if not train_deno:                                                   # L_deno is only needed to train
             return torch.cat([x0, x0_hat], 2), None
+        # L_deno reads E^0 detached (the same noise): the denoising loss cannot shrink the embeddings to make its own
+        # task easy. (One batched call of both reads measured no faster on 2 CPU cores.)
+        x_t_sg = self.scheduler.add_noise(x0.detach(), eps, t, dim=2)
+        eps_sg = self.denoiser(x_t_sg.reshape(-1, D), tt.reshape(-1)).view(B, L, K1 - 1, D)
         return torch.cat([x0, x0_hat], 2), (eps_sg - eps).pow(2).mean(-1)   # (B, L, K) per level
 
     def _read(self, expert: Expert, levels: torch.Tensor, mask: torch.Tensor,

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib import diffusion, utils
+from lib import diffusion, llm, utils
 
 SOURCES = ("hidden", "generated", "gold", "minilm", "none")
 TEMPLATE = "Given the following watching history of the user{user}:{items}. Predict the user preferences."
@@ -184,11 +184,7 @@ class DeftLLM(nn.Module):
     def hidden(self, batch: dict) -> torch.Tensor:
         """(B, T, H) float32 last hidden states (after the model's final norm) through the LoRA adapter; with
         `bf16` the decoder's blocks run under bfloat16 autocast (the inputs_embeds and the LM head stay float32)."""
-        batch = self._to(batch)
-        e = self.embed(batch)
-        with torch.autocast(e.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            h = self.llm.get_base_model().model(inputs_embeds=e, use_cache=False).last_hidden_state
-        return h.float()
+        return llm.hidden_states(self.llm, self.embed(self._to(batch)), self.bf16)
 
     def llm_loss(self, batch: dict) -> torch.Tensor:
         """L_LLM: next-token cross-entropy on the answer's tokens only."""

@@ -125,10 +125,9 @@ class HDRec(nn.Module):
         dev = self.e_special.device
         batch = {k: v.to(dev) for k, v in batch.items()}
         e = self.embed(batch["input_ids"], batch["item_ids"])                         # (B, T, H)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            h = llm.decoder(self.llm)(inputs_embeds=e, use_cache=False).last_hidden_state  # (B, T, H)
+        h = llm.hidden_states(self.llm, e, self.bf16)                                  # (B, T, H) float32
         idx = batch["read_pos"].unsqueeze(-1).expand(-1, -1, self.H)                  # (B, K, H)
-        return h.gather(1, idx).float()
+        return h.gather(1, idx)
 
     @torch.no_grad()
     def standardize_ipl_input(self, h: torch.Tensor, min_std: float = 1e-3) -> None:

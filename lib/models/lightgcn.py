@@ -126,13 +126,14 @@ def seen_matrix(train: list[np.ndarray], n_items: int) -> np.ndarray:
     return seen
 
 
-def fit(model: LightGCN, split: data.Split, *, epochs: int = 300, batch_size: int = 4096, lr: float = 1e-2,
-        reg: float = 1e-4, patience: int = 20, seed: int = 0, progress: bool = True, max_batches: int | None = None,
-        desc: str = "LightGCN") -> FitResult:
+def fit(model: LightGCN, split: data.Split, *, epochs: int = TRAIN_DEFAULTS["epochs"],
+        batch_size: int = TRAIN_DEFAULTS["batch_size"], lr: float = TRAIN_DEFAULTS["lr"],
+        reg: float = TRAIN_DEFAULTS["reg"], patience: int = TRAIN_DEFAULTS["patience"], seed: int = 0,
+        progress: bool = True, max_batches: int | None = None, desc: str = "LightGCN") -> FitResult:
     """BPR over every training interaction once per epoch (one fresh negative each) with Adam, through
     `lib.train.loop`: validation NDCG@10 after each epoch, early stopping, the best epoch's weights restored; so
     `train.fit_cached(..., fit_fn=lightgcn.fit)` caches it like any other fit. max_batches caps the batches per epoch
-    (smoke runs). Trains on the CPU (sparse propagation)."""
+    (smoke runs). Trains on the CPU (sparse propagation). The defaults are TRAIN_DEFAULTS (the one place)."""
     rng = np.random.default_rng(seed)
     users = np.concatenate([np.full(len(s), k) for k, s in enumerate(split.train)]).astype(np.int64)
     items = np.concatenate(split.train).astype(np.int64)

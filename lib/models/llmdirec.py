@@ -129,14 +129,13 @@ class LLMDiRec(FusionSASRec):
     def augment(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Intent-consistent augmentation (3.2): x_aug ~ reverse diffusion from noise conditioned on s (N, D); with
         aug_start_t set, from the rows' own x (N, D) noised to that step instead (partial noising)."""
-        if self.aug_start_t is None:
-            return diffusion.sample(self.denoiser, self.scheduler, cond=s, guidance_scale=self.guidance_scale,
-                                    num_inference_steps=self.num_inference_steps)
-        if x is None:
-            raise ValueError("partial noising (aug_start_t set) needs the rows' own representations x")
+        partial = {}
+        if self.aug_start_t is not None:
+            if x is None:
+                raise ValueError("partial noising (aug_start_t set) needs the rows' own representations x")
+            partial = dict(x_start=x.detach(), start_t=self.aug_start_t)
         return diffusion.sample(self.denoiser, self.scheduler, cond=s, guidance_scale=self.guidance_scale,
-                                num_inference_steps=self.num_inference_steps, x_start=x.detach(),
-                                start_t=self.aug_start_t)
+                                num_inference_steps=self.num_inference_steps, **partial)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Every active term of Eq. 1, unweighted: rec, and diff / cl / align when switched on."""
