@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lib import claims as claims_registry
-from lib import metrics, results
+from lib import metrics, results, utils
 
 EXPECTED = tuple(claims_registry.NOTEBOOKS.values())          # the notebooks whose results 08 reads, 01-07
 
@@ -93,7 +93,7 @@ def claims(found: dict) -> list[dict]:
                 c = {**c, "paper_effect": None, "size": None, "n_needed": None}
             mb = c["mean_b"]
             rel = (lambda x: x / mb if mb else None)
-            out.append({"notebook": stem[:2], "id": cid, "claim": c["text"], "kind": c["kind"],
+            out.append({"notebook": utils.stem_number(stem), "id": cid, "claim": c["text"], "kind": c["kind"],
                         "paper": reg.paper or "—", "where": reg.where or "—", "headline": reg.headline,
                         "paper effect": c.get("paper_effect"), "metric": c["metric"],
                         "A": c["mean_a"], "B": c["mean_b"], "diff": c["diff"], "ci": c["ci"],
@@ -122,7 +122,7 @@ def adjusted(rows: list[dict]) -> list[dict]:
 def headline(stem: str, r: dict) -> str:
     """One line of a notebook's headline for the site's index: its registered headline claim, decided in its
     results file; else the file's own "headline" line; else a plain "results recorded"."""
-    h = claims_registry.headline(stem[:2]) if stem[:2] in claims_registry.NOTEBOOKS else None
+    h = claims_registry.headline(utils.stem_number(stem)) if utils.stem_number(stem) in claims_registry.NOTEBOOKS else None
     c = (r.get("claims") or {}).get(h.id) if h else None
     if c:
         size = f"; {c['size']} ({metrics.pct(c['paper_effect'])})" if c.get("size") else ""

@@ -119,7 +119,7 @@ def validate(r: dict, stem: str) -> dict:
         bad(f"expected a JSON object, got {type(r).__name__}")
     if r.get("schema") != SCHEMA_VERSION:
         bad(f"schema is {r.get('schema')!r}, this code reads schema {SCHEMA_VERSION}: re-run the notebook "
-            f"(`.venv/bin/python -m lib.run {stem[:2]}`)")
+            f"(`.venv/bin/python -m lib.run {stem}`)")
     if not isinstance(r.get("smoke"), bool):
         bad(f"'smoke' must be true or false, got {r.get('smoke')!r}")
     prov = r.get("provenance")
@@ -147,7 +147,7 @@ def validate(r: dict, stem: str) -> dict:
             bad(f"claims[{cid!r}] has verdict {c['verdict']!r}; valid: {', '.join(metrics.VERDICTS)}")
         if c["kind"] != claims_registry.REGISTRY[cid].kind:
             bad(f"claims[{cid!r}] was decided as kind {c['kind']!r}; the registry now says "
-                f"{claims_registry.REGISTRY[cid].kind!r}: re-run notebook {stem[:2]}")
+                f"{claims_registry.REGISTRY[cid].kind!r}: re-run notebook {stem}")
     if (where := _finite(r)):
         bad(f"{where} is NaN or infinite (JSON cannot hold it faithfully): store None for 'no value'")
     return r
@@ -174,5 +174,5 @@ def load(output_dir, stem: str) -> dict | None:
     try:
         r = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ResultsError(f"{path} is not valid JSON ({e}): re-run notebook {stem[:2]}") from None
+        raise ResultsError(f"{path} is not valid JSON ({e}): re-run notebook {stem}") from None
     return validate(r, stem)

@@ -1,8 +1,11 @@
 """Run notebooks headless with papermill: ``python -m lib.run [NOTEBOOK ...] [-p NAME VALUE ...]``.
 
-A notebook is named by its number (``01``) or its stem (``01_sasrec_baseline``); none named means all, in
-order. Executed copies go to ``<output_dir>/<stem>.ipynb`` (default ``runs/``), never over the sources;
-each notebook also writes ``<output_dir>/<stem>.json``. ``-p`` values are typed as papermill's own CLI
+Two kinds of notebook: lessons (``notebooks/NN_<name>.ipynb``) and evidence notebooks
+(``notebooks/evidence/NN_<name>.ipynb``, stem ``evidence/NN_<name>``). A lesson is named by its number (``05``)
+or its stem (``05_adarec_adaptive_depth``), an evidence notebook by ``evidence/05`` or its stem; ``lessons``,
+``evidence`` and ``all`` name the folders. None named means all, in order: each lesson, then its evidence, 08 last.
+Executed copies go to ``<output_dir>/<stem>.ipynb`` (default ``runs/``; ``runs/evidence/`` for evidence),
+never over the sources; each notebook also writes ``<output_dir>/<stem>.json``. ``-p`` values are typed as papermill's own CLI
 types them (True/False/None, int, float, else str).
 
 When a notebook fails, the command prints a short report (notebook, cell, error, where the partly executed
@@ -38,8 +41,26 @@ def resolve_type(value: str):
     return value
 
 
+def stem_of(path: Path) -> str:
+    """A notebook's stem: its path under notebooks/ without .ipynb ("05_adarec_adaptive_depth",
+    "evidence/05_adarec_adaptive_depth")."""
+    return path.relative_to(NOTEBOOKS).with_suffix("").as_posix()
+
+
+def lessons() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def evidence() -> list[Path]:
+    return sorted((NOTEBOOKS / "evidence").glob("[0-9][0-9]_*.ipynb"))
+
+
 def all_notebooks() -> list[Path]:
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    """Every notebook in running order: by number, a lesson before its evidence notebook."""
+    return sorted(lessons() + evidence(), key=lambda p: (p.name[:2], p.parent != NOTEBOOKS))
+
+
+FOLDERS = {"lessons": lessons, "evidence": evidence, "all": all_notebooks}
 
 
 def find_notebooks(names: list[str]) -> list[Path]:
@@ -48,12 +69,18 @@ def find_notebooks(names: list[str]) -> list[Path]:
         return known
     out = []
     for name in names:
-        stem = Path(name).stem
-        hits = [p for p in known if p.stem == stem or p.stem.split("_", 1)[0] == stem]
+        if name.rstrip("/") in FOLDERS:
+            out += [p for p in FOLDERS[name.rstrip("/")]() if p not in out]
+            continue
+        ev = name.startswith("evidence/")
+        stem = Path(name.removeprefix("evidence/")).stem
+        pool = evidence() if ev else lessons()
+        hits = [p for p in pool if p.stem == stem or p.stem.split("_", 1)[0] == stem]
         if len(hits) != 1:
-            raise SystemExit(f"unknown notebook {name!r}; valid: {', '.join(p.stem for p in known)} "
-                             f"(or their numbers {', '.join(p.stem[:2] for p in known)})")
-        out.append(hits[0])
+            raise SystemExit(f"unknown notebook {name!r}; valid: {', '.join(stem_of(p) for p in known)} "
+                             f"(or their numbers: NN for a lesson, evidence/NN for its evidence), or a folder: "
+                             f"{', '.join(FOLDERS)}")
+        out += [hits[0]] if hits[0] not in out else []
     return out
 
 
@@ -76,16 +103,17 @@ def run(names=(), parameters: dict | None = None, output_dir: str = "runs", kern
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for nb in find_notebooks(list(names)):
-        target = out_dir / nb.name
+        target = out_dir / f"{stem_of(nb)}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        print(f"[lib.run] {nb.name} -> {target}", flush=True)
+        print(f"[lib.run] {stem_of(nb)} -> {target}", flush=True)
         try:
             pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel,
                                 cwd=str(NOTEBOOKS), progress_bar=False, execution_timeout=execution_timeout)
         except Exception as e:
-            e.add_note(f"[lib.run] partly executed copy of {nb.name}: {target}")
+            e.add_note(f"[lib.run] partly executed copy of {stem_of(nb)}: {target}")
             raise
-        print(f"[lib.run] {nb.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"[lib.run] {stem_of(nb)} done in {time.perf_counter() - t0:.1f} s", flush=True)
         done.append(target)
     return done
 
@@ -98,7 +126,7 @@ def failure_report(nb: Path, target: Path, err: BaseException, since: float = 0.
     when it was written after ``since`` (a time.time(); an older copy is from another run)."""
     from papermill.exceptions import PapermillExecutionError
 
-    lines = [f"[lib.run] FAILED {nb.name}"]
+    lines = [f"[lib.run] FAILED {stem_of(nb)}"]
     if isinstance(err, PapermillExecutionError):
         src = err.source or ""
         where = f"In [{err.exec_count}] of the executed copy"
@@ -141,16 +169,15 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     params = {k: resolve_type(v) for k, v in a.parameter}
     notebooks = find_notebooks(a.notebooks)          # every name checked before anything runs
-    names = a.notebooks or [nb.stem for nb in notebooks]
     failed = []
-    for name, nb in zip(names, notebooks):
+    for nb in notebooks:
         started = time.time() - 1.0                  # file times can be coarser than the clock
         try:
-            run([name], params, output_dir=a.output_dir, kernel=a.kernel)
+            run([stem_of(nb)], params, output_dir=a.output_dir, kernel=a.kernel)
         except Exception as e:
-            target = executed_dir(params, a.output_dir) / nb.name
+            target = executed_dir(params, a.output_dir) / f"{stem_of(nb)}.ipynb"
             print(failure_report(nb, target, e, since=started), file=sys.stderr, flush=True)
-            failed.append(nb.stem)
+            failed.append(stem_of(nb))
     if failed:
         if len(notebooks) > 1:
             print(f"[lib.run] {len(failed)} of {len(notebooks)} notebooks failed: {', '.join(failed)}",

@@ -26,6 +26,12 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def stem_number(stem: str) -> str:
+    """The two-digit number of a notebook's stem: "05" for "05_adarec_adaptive_depth" and for its evidence notebook
+    "evidence/05_adarec_adaptive_depth" (a stem is the notebook's path under notebooks/, without .ipynb)."""
+    return Path(stem).name[:2]
+
+
 def repo_path(p: str | os.PathLike) -> Path:
     """A relative path is taken from the repository root, so notebooks and the runner agree wherever they run."""
     p = Path(p).expanduser()

@@ -6,7 +6,7 @@ import pytest
 
 from lib import run
 
-NOTEBOOKS = [p.stem for p in run.all_notebooks()]
+NOTEBOOKS = [run.stem_of(p) for p in run.all_notebooks()]
 
 
 def _numbers(obj):

@@ -19,6 +19,10 @@ def test_find_notebooks_by_number_or_stem():
     assert run.find_notebooks([]) == nbs
     with pytest.raises(SystemExit, match=r"unknown notebook '99'; valid: 00_data_tour"):
         run.find_notebooks(["99"])
+    assert run.find_notebooks(["lessons"]) == run.lessons()
+    assert all(run.stem_of(p).startswith("evidence/") for p in run.find_notebooks(["evidence"]))
+    order = [(p.name[:2], p.parent.name) for p in nbs]
+    assert order == sorted(order, key=lambda o: (o[0], o[1] == "evidence")), "a lesson runs before its evidence"
 
 
 def test_refuses_to_write_into_notebooks():
@@ -31,7 +35,7 @@ def test_cli_parses_parameters(monkeypatch):
     monkeypatch.setattr(run, "run", lambda names, params, output_dir, kernel: seen.update(
         names=names, params=params, output_dir=output_dir))
     run.main(["01", "-p", "smoke", "True", "-p", "epochs", "3", "--output-dir", "/tmp/x"])
-    assert seen == {"names": ["01"], "params": {"smoke": True, "epochs": 3}, "output_dir": "/tmp/x"}
+    assert seen == {"names": ["01_sasrec_baseline"], "params": {"smoke": True, "epochs": 3}, "output_dir": "/tmp/x"}
 
 
 def test_main_reports_a_failure_briefly_goes_on_and_exits_nonzero(monkeypatch, capsys, tmp_path):
@@ -40,13 +44,13 @@ def test_main_reports_a_failure_briefly_goes_on_and_exits_nonzero(monkeypatch, c
 
     def fake_run(names, params, output_dir, kernel):
         calls.append(names)
-        if names == ["00"]:
+        if names == ["00_data_tour"]:
             raise PapermillExecutionError(4, 3, "import x\nP = params.check(seed=seed)\n", "ParamError",
                                           "seed must be an integer >= 0, got -1",
                                           ["ParamError  Traceback", "Cell \x1b[0;32mIn[3], line 2\x1b[0m"])
     monkeypatch.setattr(run, "run", fake_run)
     assert run.main(["00", "01", "--output-dir", str(tmp_path)]) == 1
-    assert calls == [["00"], ["01"]], "the next notebook still runs"
+    assert calls == [["00_data_tour"], ["01_sasrec_baseline"]], "the next notebook still runs"
     err = capsys.readouterr().err
     assert "FAILED 00_data_tour.ipynb" in err and "In [3]" in err and "line 2" in err
     assert "P = params.check(seed=seed)" in err and "ParamError: seed must be an integer >= 0, got -1" in err

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.notebook
 
 @pytest.fixture(scope="module")
 def built_site(smoke_results, smoke_dir, tmp_path_factory):
-    for stem in [p.stem for p in run.all_notebooks()]:        # 08 last: it reads the others' results
+    for stem in [run.stem_of(p) for p in run.all_notebooks()]:        # 08 last: it reads the others' results
         smoke_results(stem)
     out = tmp_path_factory.mktemp("site")
     site.build(smoke_dir, out)
