@@ -52,7 +52,7 @@ def test_main_reports_a_failure_briefly_goes_on_and_exits_nonzero(monkeypatch, c
     assert run.main(["00", "01", "--output-dir", str(tmp_path)]) == 1
     assert calls == [["00_data_tour"], ["01_sasrec_baseline"]], "the next notebook still runs"
     err = capsys.readouterr().err
-    assert "FAILED 00_data_tour.ipynb" in err and "In [3]" in err and "line 2" in err
+    assert "FAILED 00_data_tour" in err and "In [3]" in err and "line 2" in err
     assert "P = params.check(seed=seed)" in err and "ParamError: seed must be an integer >= 0, got -1" in err
     assert "1 of 2 notebooks failed: 00_data_tour" in err
     monkeypatch.setattr(run, "run", lambda names, params, output_dir, kernel: None)
@@ -72,7 +72,7 @@ def test_cli_bad_parameter_gives_a_short_report(tmp_path):
     seconds = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "FAILED 00_data_tour.ipynb" in out and "cell index 2 of notebooks/00_data_tour.ipynb" in out, out
+    assert "FAILED 00_data_tour" in out and "cell index 2 of notebooks/00_data_tour.ipynb" in out, out
     assert "params.check(" in out, "names the failing line"
     assert "ParamError: seed must be an integer >= 0, got -1" in out, out
     assert "Traceback" not in out, out
