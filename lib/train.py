@@ -226,42 +226,44 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
                **fit_kwargs):
     """(model, FitResult, cached) for `build()` trained by `fit_fn(model, split, seed=seed, **fit_kwargs)` (default
     `fit`), through data/cache (`utils.cached`): the state and the FitResult (history included) are stored under a
-    hash of `key`, the seed, the fit's arguments and the data, so another notebook (or a re-run) asking for the same
-    fit loads it in a second instead of training again. Notebook 01's seed-0 SASRec is the one notebook 06 reads.
+    hash of what made them, so another notebook (or a re-run) asking for the same fit loads it in a second instead of
+    training again. Notebook 01's seed-0 SASRec is the one notebooks 03 and 06 read.
 
-    key names the model: its class, configuration and dataset ({"model": "LightGCN", ...}). A model class trains
-    with one loop (fit_fn: `fit`, or LightGCN's `lightgcn.fit`, which scores by user id), so the loop is not part of
-    the key. `device` is a fit argument like any other (only `fit` takes one) but not part of the key: a fit is the
-    same fit wherever it ran; a cached model is moved there.
+    What made a fit, all in its key (`utils.cache_file`): `key` (the model's class, configuration and dataset,
+    {"model": "LightGCN", ...}), the seed, the fit's arguments, a hash of the split, the fit function's name, the code
+    (the sources of the model's module and of the fit function's module, with every lib module they import:
+    `utils.code_fingerprint`, so an edited `SASRec.forward` or `lr_factor` retrains) and the package versions.
+    `device` is a fit argument like any other (only `fit` takes one) but not part of the key: a fit is the same fit
+    wherever it ran; a cached model is moved there.
 
     `build` is called right after set_seed(seed), as notebook 01 builds its models, so a cached and a fresh fit
     start from the same weights. The cache is written atomically; an unreadable one is retrained, not a crash."""
-    data_md5 = utils.digest(*(np.asarray(part, dtype=np.int64) for part in (*split.train, split.valid, split.test)))
-    config = {"key": key, "seed": seed, "fit": {k: v for k, v in fit_kwargs.items() if k != "device"},
-              "data": data_md5}
-    path = utils.cache_file("fit", config)
-    ident = utils.config_text(config)          # stored beside the weights and compared on reading
     fit_fn = fit_fn or fit
+    data_md5 = utils.digest(*(np.asarray(part, dtype=np.int64) for part in (*split.train, split.valid, split.test)))
 
     def built():
         set_seed(seed)
         return build()
 
+    model = built()
+    config = {"key": key, "seed": seed, "fit": {k: v for k, v in fit_kwargs.items() if k != "device"},
+              "data": data_md5, "fit_fn": f"{fit_fn.__module__}.{fit_fn.__qualname__}"}
+    path = utils.cache_file("fit", config, code=(type(model).__module__, fit_fn.__module__))
+    ident = path.name                          # stored beside the weights and compared on reading
+
     def load(p):
         blob = torch.load(p, map_location="cpu", weights_only=True)
         if blob.get("ident") != ident:
             raise ValueError("the stored key differs")
-        model = built()
         model.load_state_dict(blob["state"])
         return model.to(fit_kwargs.get("device", "cpu")).eval(), FitResult(**blob["fit"])
 
     def compute():
-        model = built()
         return model, fit_fn(model, split, seed=seed, progress=progress, **fit_kwargs)
 
     def save(value, tmp):
-        model, result = value
-        torch.save({"ident": ident, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        trained, result = value
+        torch.save({"ident": ident, "state": {k: v.detach().cpu() for k, v in trained.state_dict().items()},
                     "fit": dict(result.__dict__)}, tmp)
 
     (model, result), cached = utils.cached(path, compute, use=use_cache, load=load, save=save)

@@ -36,7 +36,7 @@ def test_cache_miss_then_hit(cache_dir):
     a = embed.encode_texts(texts, model=enc, progress=False)
     assert enc.calls == 1 and a.shape == (3, 4) and a.dtype == torch.float32
     files = list(cache_dir.glob("*.pt"))
-    assert len(files) == 1 and files[0].name.startswith("FakeEncoder-")
+    assert len(files) == 1 and files[0].name.startswith("FakeEncoder_")
     assert not list(cache_dir.glob("*.tmp")), "written atomically: no temporary file left behind"
     b = embed.encode_texts(texts, model=enc, progress=False)
     assert enc.calls == 1, "second call must load the cache, not run the encoder"
@@ -59,7 +59,7 @@ def test_corrupt_cache_is_recomputed(cache_dir, payload):
     enc = FakeEncoder()
     texts = ["alpha", "beta"]
     good = embed.encode_texts(texts, model=enc, progress=False)
-    path = embed.cache_path(texts, embed.model_name(enc))
+    path = embed.cache_path(texts, enc)
     path.write_bytes(payload)
     with pytest.warns(UserWarning, match="unreadable"):
         again = embed.encode_texts(texts, model=enc, progress=False)
@@ -74,7 +74,7 @@ def test_cache_of_wrong_shape_is_recomputed(cache_dir):
     enc = FakeEncoder()
     texts = ["a", "b", "c"]
     cache_dir.mkdir(parents=True)
-    torch.save(torch.zeros(2, 4), embed.cache_path(texts, embed.model_name(enc)))   # e.g. texts changed length
+    torch.save(torch.zeros(2, 4), embed.cache_path(texts, enc))   # e.g. texts changed length
     with pytest.warns(UserWarning):
         out = embed.encode_texts(texts, model=enc, progress=False)
     assert out.shape == (3, 4) and enc.calls == 1
@@ -114,3 +114,22 @@ def test_real_encoder_semantics_and_cached_second_call(cache_dir, monkeypatch):
     monkeypatch.setattr(embed, "load_encoder", no_model)
     E2 = embed.encode_texts(texts, progress=False)
     assert torch.equal(E, E2)
+
+
+def test_two_models_in_folders_of_one_name_do_not_share_a_cache(tmp_path):
+    """The key is the resolved folder, not its last component (.../a/model and .../b/model differ)."""
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    (tmp_path / "b" / "model").mkdir(parents=True)
+    pa, pb = embed.cache_path(["x"], str(tmp_path / "a" / "model")), embed.cache_path(["x"], str(tmp_path / "b" / "model"))
+    assert pa != pb and pa.name.startswith("model_") and pb.name.startswith("model_")
+    assert embed.cache_path(["x"], str(tmp_path / "a" / "model")) == pa, "the same folder: the same file"
+
+
+def test_key_changes_with_the_code_and_the_versions(monkeypatch):
+    from lib import utils
+    base = embed.cache_path(["x"])
+    monkeypatch.setattr(utils, "code_fingerprint", lambda *m: "0" * 16)
+    assert embed.cache_path(["x"]) != base, "another lib.embed: another cache file"
+    monkeypatch.undo()
+    monkeypatch.setattr(utils, "package_versions", lambda *a: {"sentence-transformers": "0.0"})
+    assert embed.cache_path(["x"]) != base, "another sentence-transformers: another cache file"

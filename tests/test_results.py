@@ -25,7 +25,27 @@ def test_save_adds_provenance_and_load_reads_it_back(tmp_path):
     assert prov["params"]["seed"] == 3 and prov["changed"] == {"seed": 3, "smoke": True}   # defaults: seed 0, smoke False
     assert prov["versions"]["torch"] and prov["versions"]["numpy"] and prov["seconds"] > 0
     assert prov["commit"] is None or len(prov["commit"]) == 40
+    assert isinstance(prov["threads"], int) and prov["threads"] >= 1 and prov["cpu"]
     assert results.load(tmp_path, "02_dual_view_fusion") is None                           # not run yet
+
+
+def test_provenance_lists_the_caches_the_run_read_and_wrote(tmp_path, monkeypatch):
+    from lib import utils
+    monkeypatch.setattr(utils, "CACHE_LOG", [])
+    utils.cached(tmp_path / "a.pt", lambda: 1)
+    utils.cached(tmp_path / "a.pt", lambda: 1)
+    snap = params.snapshot({"dataset": "ml-100k", "seed": 0, "smoke": True}, "01_sasrec_baseline")
+    results.save(tmp_path, "01_sasrec_baseline", _res(), params=snap, t_start=0.0, device="cpu")
+    caches = results.load(tmp_path, "01_sasrec_baseline")["provenance"]["caches"]
+    assert caches == [{"path": str(tmp_path / "a.pt"), "status": "computed"},
+                      {"path": str(tmp_path / "a.pt"), "status": "hit"}]
+
+
+def test_an_evidence_stem_writes_under_evidence(tmp_path):
+    snap = params.snapshot({"dataset": "ml-100k", "seed": 0, "smoke": True}, "01_sasrec_baseline")
+    path = results.save(tmp_path, "evidence/01_sasrec_baseline", _res(), params=snap, t_start=0.0, device="cpu")
+    assert path == tmp_path / "evidence" / "01_sasrec_baseline.json"
+    assert results.load(tmp_path, "evidence/01_sasrec_baseline")["n_users"] == 5
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -215,22 +215,25 @@ def test_fit_cached_retrains_over_a_corrupt_file(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp"))                                             # no temporary left over
 
 
-def test_fit_cached_keys_stay_those_of_earlier_runs(tmp_path, monkeypatch):
-    """The file name is the md5 of the same JSON as before the one cache helper, so fits already in data/cache (01's
-    SASRec, which 03 and 06 read) still hit; `device` is not part of the key."""
-    import hashlib
-    import json
-    import numpy as np
+def test_fit_cached_misses_when_code_on_its_path_changes(tmp_path, monkeypatch):
+    """An edit of a function body that the fit runs (train.lr_factor, a pulled fix) retrains; the same code, or an edit
+    of a module the fit does not import (lib/site.py), loads the cache. `device` is not part of the key."""
+    import shutil
     from lib import utils
-    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    lib_copy = tmp_path / "lib"
+    shutil.copytree(utils._LIB, lib_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(utils, "_LIB", lib_copy)          # fingerprints read this copy of lib/
+    monkeypatch.setattr(utils, "CACHE", tmp_path / "cache")
     sp = toy_split()
-    kw = dict(max_len=8, epochs=1, batch_size=8, lr=1e-2)
-    key = {"model": "toy"}
-    train.fit_cached(lambda: model(sp), sp, seed=2, key=key, progress=False, device="cpu", **kw)
-    h = hashlib.md5()
-    for part in (*sp.train, sp.valid, sp.test):
-        h.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
-    ident = json.dumps({"key": key, "seed": 2, "fit": kw, "data": h.hexdigest()}, sort_keys=True, default=str)
-    (path,) = tmp_path.glob("fit_*.pt")
-    assert path.name == f"fit_{hashlib.md5(ident.encode()).hexdigest()[:16]}.pt"
-    assert train.fit_cached(lambda: model(sp), sp, seed=2, key=key, progress=False, **kw)[2] is True
+    kw = dict(max_len=8, epochs=1, batch_size=8, lr=1e-2, progress=False)
+    fit = lambda **more: train.fit_cached(lambda: model(sp), sp, seed=2, key={"model": "toy"}, **kw, **more)[2]
+    assert fit(device="cpu") is False and fit() is True, "same code, same key (device left out)"
+    site = lib_copy / "site.py"
+    site.write_text(site.read_text() + "\n# an edit elsewhere\n")
+    assert fit() is True, "a module the fit does not import is not in its key"
+    src = (lib_copy / "train.py").read_text()
+    body = "    if step < warmup_steps:\n"
+    assert body in src
+    (lib_copy / "train.py").write_text(src.replace(body, "    step = int(step)\n" + body, 1))
+    assert fit() is False, "an edited function body on the fit's path misses the cache"
+    assert fit() is True

@@ -86,7 +86,10 @@ def test_cache_file_is_keyed_by_the_whole_config(tmp_path, monkeypatch):
 
 def test_digest_of_arrays_and_tensors():
     x = np.arange(6, dtype=np.float32)
-    assert utils.digest(x) == utils.digest(torch.from_numpy(x)) == utils.digest(x.reshape(2, 3))
+    assert utils.digest(x) == utils.digest(torch.from_numpy(x))
+    assert utils.digest(x) != utils.digest(x.reshape(2, 3)), "the shape is part of the data"
+    assert utils.digest(x) != utils.digest(x.astype(np.int32).view(np.float32)), "so is the dtype's name"
+    assert utils.digest(np.zeros(2, np.int64)) != utils.digest(np.zeros(2, np.float64))
     assert utils.digest(x[:3], x[3:]) != utils.digest(x), "parts are separated"
     assert utils.digest(x) != utils.digest(x + 1)
 
@@ -115,3 +118,73 @@ def test_eval_mode_switches_off_and_restores_even_on_error():
     with utils.eval_mode(m):
         pass
     assert m.training and m.b.training and not m.a.training
+
+
+def test_config_text_hashes_arrays_by_content_never_by_str():
+    """str() of a large tensor elides its middle: two tensors that differ there must still give two keys."""
+    import torch
+    from lib import utils
+    a, b = torch.zeros(5000), torch.zeros(5000)
+    b[2500] = 1.0
+    assert str(a) == str(b), "the case this guards against"
+    assert utils.config_text({"x": a}) != utils.config_text({"x": b})
+    assert utils.config_text({"x": a}) == utils.config_text({"x": torch.zeros(5000)})
+    with pytest.raises(TypeError, match="cannot hold a object"):
+        utils.config_text({"x": object()})
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    import os
+    import subprocess
+    from lib import utils
+    dead = subprocess.run(["true"]).args and subprocess.Popen(["true"])
+    dead.wait()                                            # a pid that has ended
+    stale = tmp_path / f".fit_x.pt.{dead.pid}.abc123.tmp"
+    stale.write_bytes(b"half")
+    stale_dir = tmp_path / f".llm.{dead.pid}.d3f.tmp"
+    stale_dir.mkdir()
+    live = tmp_path / f".fit_y.pt.{os.getpid()}.abc123.tmp"
+    live.write_bytes(b"being written")
+    other = tmp_path / "fit_z.pt"
+    other.write_bytes(b"ok")
+    removed = utils.remove_stale_tmp(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([stale.name, stale_dir.name])
+    assert live.exists() and other.exists() and not stale.exists() and not stale_dir.exists()
+
+
+def test_a_folder_written_by_another_process_first_is_loaded_not_clobbered(tmp_path):
+    """Two first loads of the LLM race on the cache folder: the second to finish loads the first one's folder."""
+    from lib import utils
+    target = tmp_path / "llm_folder"
+
+    def save(value, folder):
+        (folder / "v.txt").write_text(value)
+
+    def compute():                                          # meanwhile another process finishes the same folder
+        target.mkdir()
+        (target / "v.txt").write_text("winner")
+        return "loser"
+
+    value, hit = utils.cached(target, compute, load=lambda p: (p / "v.txt").read_text(), save=save, directory=True)
+    assert value == "winner" and hit is False
+    assert (target / "v.txt").read_text() == "winner"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "the loser's temporary is removed"
+    assert utils.CACHE_LOG[-1]["status"].startswith("computed (another process")
+
+
+def test_cache_log_records_hits_and_computations(tmp_path):
+    from lib import utils
+    path = tmp_path / "x.pt"
+    n = len(utils.CACHE_LOG)
+    utils.cached(path, lambda: 1)
+    utils.cached(path, lambda: 2)
+    utils.cached(path, lambda: 3, use=False)
+    assert [e["status"] for e in utils.CACHE_LOG[n:]] == ["computed", "hit", "not used"]
+    assert utils.CACHE_LOG[n]["path"] == str(path)
+
+
+def test_lib_closure_follows_imports():
+    from lib import utils
+    c = utils.lib_closure("lib.train")
+    assert {"lib.train", "lib.data", "lib.metrics", "lib.utils", "lib.models.sasrec"} <= set(c)
+    assert "lib.site" not in c and "lib.llm" not in c
