@@ -1,6 +1,9 @@
 """`make site` (`python -m lib.site`): the executed notebooks of `runs/` as a static HTML site for readers without
-a kernel: an index with every notebook's headline numbers, one page per notebook (figures inline, navigation
-between them), and each widget's static twin (a slider driven by the page itself) as the notebooks draw it.
+a kernel: an index with the course (the lessons, in order) and the evidence (each paper's claims, decided), every
+notebook's headline numbers, one page per notebook (figures inline, navigation between them, a lesson linked to its
+evidence page and back), and each widget's static twin (a slider driven by the page itself) as the notebooks draw it.
+A notebook whose last run failed (lib.run leaves `<stem>.failed.ipynb`) gets no page from that partial copy: the
+index says it failed, and an earlier complete run's page, if there is one, carries a warning.
 
 Pages are nbconvert's HTML export; the index and the navigation bars are written here. The site is self-contained
 and works offline: MathJax 2.7 is copied in from the PyPI package `jupyter-server-mathjax` (which ships it with its
@@ -18,6 +21,7 @@ import json
 import re
 import shutil
 import sys
+import urllib.parse
 from pathlib import Path
 
 from lib import leaderboard, results, utils
@@ -73,7 +77,7 @@ box.addEventListener('input',function(){const q=box.value.toLowerCase().split(/\
 if(!q.length){out.style.display='none';return;}
 const hits=I.filter(e=>{const t=(e.heading+' '+e.text+' '+e.title).toLowerCase();return q.every(w=>t.includes(w));}).slice(0,30);
 out.style.display='block';if(!hits.length){out.textContent='no match';return;}
-for(const e of hits){const a=document.createElement('a');a.href=e.page+'.html#'+encodeURIComponent(e.anchor);
+for(const e of hits){const a=document.createElement('a');a.href=encodeURIComponent(e.page)+'.html#'+encodeURIComponent(e.anchor);
 a.textContent=e.page+' \u203a '+e.heading;a.className='intentlab-hit';a.style.cssText='display:block;color:#fff;padding:2px 0';
 out.appendChild(a);}});})();
 """
@@ -88,16 +92,45 @@ def search_box(index_json: str) -> str:
             f'<script>window.INTENTLAB_INDEX = {index_json};</script><script>{SEARCH_JS}</script>')
 
 
+_REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
+_LOADERS = re.compile(r"require(?:js)?\.config|requirejs\(|mermaid|@jupyter-widgets/html-manager|embed-amd", re.I)
+
+
 def offline(page: str) -> str:
-    """The page without scripts or stylesheets that load from the network (a src, href or import of http(s))."""
+    """The page without what loads from the network: scripts with a remote src, nbconvert's inline loaders that
+    fetch from CDNs (require.js's config, mermaid, the widget manager), remote stylesheets. An inline script that
+    only mentions a CDN host (a bundled library such as bokeh names its CDN as a fallback it does not use when its
+    code is inlined) stays."""
     def keep(m):
         tag = m.group(0)
         head = tag[:tag.index(">") + 1]
-        if re.search(r"src=[\"']https?://", head) or re.search(r"(unpkg\.com|cdnjs\.cloudflare\.com|cdn\.jsdelivr)", tag):
+        if _REMOTE.search(head):
+            return ""
+        body = tag[len(head):]
+        if re.search(r"(unpkg\.com|cdnjs\.cloudflare\.com|cdn\.jsdelivr)", body) and _LOADERS.search(body[:4000]):
             return ""
         return tag
     page = _SCRIPT.sub(keep, page)
     return re.sub(r"<link\b[^>]*href=[\"']https?://[^>]*>", "", page, flags=re.I)     # e.g. the player's icon font
+
+
+def page_name(stem: str) -> str:
+    """The site's file name of a notebook's page, without .html: "05_adarec_adaptive_depth",
+    "evidence-05_adarec_adaptive_depth" (every page in one folder: relative links and MathJax work from file://)."""
+    return stem.replace("/", "-")
+
+
+def href(stem: str, anchor: str = "") -> str:
+    """A link to a notebook's page, quoted for a URL and escaped for an attribute."""
+    url = urllib.parse.quote(page_name(stem)) + ".html" + (f"#{urllib.parse.quote(anchor)}" if anchor else "")
+    return html.escape(url, quote=True)
+
+
+def inline_json(value) -> str:
+    """JSON to inline in a <script>: every '<', '>' and '&' as a unicode escape, so no text in it (a dataset's title
+    such as '</script><script>...' or '<!--<script>') can end or comment out the script it sits in."""
+    return (json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def notebook_title(nb) -> str:
@@ -110,13 +143,19 @@ def notebook_title(nb) -> str:
     return ""
 
 
-def nav_bar(pages: list[str], i: int) -> str:
-    link = lambda href, text: f'<a style="color:#fff;margin-right:1.2em" href="{href}">{html.escape(text)}</a>'
-    parts = [link("index.html", "IntentLab: all notebooks")]
+def nav_bar(stems: list[str], i: int) -> str:
+    """The bar on top of page i of stems (the lessons in order, then the evidence notebooks): the index, the previous
+    and next page, and the lesson's evidence page (or the evidence notebook's lesson) when it is there."""
+    link = lambda stem, text: f'<a style="color:#fff;margin-right:1.2em" href="{href(stem)}">{html.escape(text)}</a>'
+    parts = ['<a style="color:#fff;margin-right:1.2em" href="index.html">IntentLab: all notebooks</a>']
     if i > 0:
-        parts.append(link(f"{pages[i - 1]}.html", f"← {pages[i - 1]}"))
-    if i + 1 < len(pages):
-        parts.append(link(f"{pages[i + 1]}.html", f"{pages[i + 1]} →"))
+        parts.append(link(stems[i - 1], f"← {stems[i - 1]}"))
+    if i + 1 < len(stems):
+        parts.append(link(stems[i + 1], f"{stems[i + 1]} →"))
+    stem = stems[i]
+    twin = stem.removeprefix("evidence/") if stem.startswith("evidence/") else f"evidence/{stem}"
+    if twin in stems:
+        parts.append(link(twin, "the lesson" if stem.startswith("evidence/") else "its evidence: the paper's claims"))
     return f'<div id="intentlab-nav" style="{NAV_STYLE}">{"".join(parts)}<!--search--></div>'
 
 
@@ -130,47 +169,80 @@ def provenance_bar(prov: dict) -> str:
             f'padding:3px 12px">{html.escape(text)}</div>')
 
 
+def executed_notebooks(runs: Path) -> tuple[list[str], list[str]]:
+    """(stems of complete executed notebooks in runs/ and runs/evidence/, lessons first; stems whose last run failed:
+    lib.run leaves their partial copy as <stem>.failed.ipynb)."""
+    def stems(pattern):
+        return sorted(p.relative_to(runs).with_suffix("").as_posix() for p in runs.glob(pattern)
+                      if not p.name.endswith(".failed.ipynb"))
+    done = stems("[0-9][0-9]_*.ipynb") + stems("evidence/[0-9][0-9]_*.ipynb")
+    failed = sorted(p.relative_to(runs).as_posix().removesuffix(".failed.ipynb")
+                    for pattern in ("[0-9][0-9]_*.failed.ipynb", "evidence/[0-9][0-9]_*.failed.ipynb")
+                    for p in runs.glob(pattern))
+    return done, failed
+
+
+def _failed_banner(runs: Path, stem: str) -> str:
+    partial = runs / f"{stem}.failed.ipynb"
+    if not partial.is_file() or partial.stat().st_mtime < (runs / f"{stem}.ipynb").stat().st_mtime:
+        return ""
+    return ('<div class="intentlab-failed" style="background:#ffebee;color:#b00;font:13px system-ui,sans-serif;'
+            f'padding:4px 12px"><b>The last run of this notebook failed</b> ({html.escape(partial.name)}): this page '
+            'and its numbers are from the earlier complete run.</div>')
+
+
+def _table(rows) -> str:
+    trs = "".join(f'<tr><td><a href="{href(s)}">{html.escape(s)}</a></td><td>{html.escape(t)}</td>'
+                  f'<td>{html.escape(h)}</td><td>{"" if sec is None else f"{sec / 60:.1f} min"}</td></tr>'
+                  for s, t, h, sec, _ in rows)
+    return ("<table><tr><th>notebook</th><th>title</th><th>headline (from its results file)</th><th>run time</th>"
+            f"</tr>{trs}</table>")
+
+
 def build(runs_dir="runs", site_dir="site") -> Path:
-    """Write site_dir/index.html and one page per executed notebook found in runs_dir; returns the index's path."""
+    """Write site_dir/index.html and one page per executed notebook found in runs_dir (lessons, then evidence);
+    returns the index's path."""
     import nbformat
     from nbconvert import HTMLExporter
 
     runs, site = repo_path(runs_dir), repo_path(site_dir)
-    executed = sorted(runs.glob("[0-9][0-9]_*.ipynb"))
-    if not executed:
+    stems, failed = executed_notebooks(runs)
+    if not stems:
         raise SystemExit(f"no executed notebooks in {runs}: run `make run` (or `python -m lib.run`) first")
-    pages = [p.stem for p in executed]
     exporter = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL)
     shutil.copytree(mathjax_dir(), site / "mathjax", dirs_exist_ok=True)
     rows, built, entries = [], {}, []
-    for i, path in enumerate(executed):
-        nb = nbformat.read(path, as_version=4)
+    for i, stem in enumerate(stems):
+        nb = nbformat.read(runs / f"{stem}.ipynb", as_version=4)
         body, _ = exporter.from_notebook_node(nb)
         head, sep, rest = body.partition("<body")
         tag_end = rest.index(">") + 1
-        page = offline(head + sep + rest[:tag_end] + nav_bar(pages, i) + rest[tag_end:])
+        page = offline(head + sep + rest[:tag_end] + nav_bar(stems, i) + rest[tag_end:])
         page = page.replace("MathJax.Hub.Config({", "MathJax.Hub.Config({" + MATHJAX_FONTS, 1)
-        res = results.load(runs, path.stem)
+        res = results.load(runs, stem)
         prov = res["provenance"] if res else None
-        if prov:
-            page = page.replace('<div id="intentlab-nav"', provenance_bar(prov) + '<div id="intentlab-nav"', 1)
+        top = (provenance_bar(prov) if prov else "") + _failed_banner(runs, stem)
+        page = page.replace('<div id="intentlab-nav"', top + '<div id="intentlab-nav"', 1)
         title = notebook_title(nb)
-        entries += search_entries(path.stem, title, page)
-        built[path.stem] = page
-        rows.append((path.stem, title, leaderboard.headline(path.stem, res) if res else "no results file",
+        entries += search_entries(page_name(stem), title, page)
+        built[stem] = page
+        rows.append((stem, title, leaderboard.headline(stem, res) if res else "no results file",
                      prov["seconds"] if prov else None, prov))
-    box = search_box(json.dumps(entries).replace("</", "<\\/"))
+    box = search_box(inline_json(entries))
     for stem, page in built.items():
-        utils.atomic_write_bytes(site / f"{stem}.html", page.replace("<!--search-->", box, 1).encode())
-    from lib.run import all_notebooks
-    missing = [p.stem for p in all_notebooks() if p.stem not in pages]
-    trs = "".join(f'<tr><td><a href="{s}.html">{s}</a></td><td>{html.escape(t)}</td><td>{html.escape(h)}</td>'
-                  f'<td>{"" if sec is None else f"{sec / 60:.1f} min"}</td></tr>' for s, t, h, sec, _ in rows)
+        utils.atomic_write_bytes(site / f"{page_name(stem)}.html", page.replace("<!--search-->", box, 1).encode())
+    from lib.run import all_notebooks, stem_of
+    missing = [stem_of(p) for p in all_notebooks() if stem_of(p) not in stems]
+    lessons = [r for r in rows if not r[0].startswith("evidence/")]
+    evidence = [r for r in rows if r[0].startswith("evidence/")]
     commits = sorted({(p["commit"] or "unknown")[:10] + (" (dirty)" if p["dirty"] else "") for *_, p in rows if p})
     mixed = ("" if len(commits) <= 1 else "<p class='warn' style='color:#b00'><b>Warning:</b> these pages come from "
              f"different commits ({', '.join(map(html.escape, commits))}): their numbers may not belong together; "
              "re-run <code>make run</code>.</p>")
-    miss = ("" if not missing else "<p>Not executed yet (run <code>.venv/bin/python -m lib.run NN</code>, then "
+    fail = ("" if not failed else "<p class='failed' style='color:#b00'><b>Failed in the last run</b> (no page is "
+            "built from a partial copy; a page shown for it is from an earlier complete run): "
+            + ", ".join(html.escape(f) for f in failed) + ".</p>")
+    miss = ("" if not missing else "<p>Not executed yet (run <code>.venv/bin/python -m lib.run NAME</code>, then "
             "<code>make site</code>): " + ", ".join(html.escape(m) for m in missing) + ".</p>")
     index = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>IntentLab: the executed notebooks</title>"
              f"<style>{CSS}</style></head><body><div id='intentlab-nav' style='{NAV_STYLE}'>IntentLab {box}</div>"
@@ -178,8 +250,11 @@ def build(runs_dir="runs", site_dir="site") -> Path:
              f"<p>Every page is a notebook as <code>make run</code> executed it on "
              f"{html.escape(runs.name)}/, figures included; sliders under \"static twin\" step through precomputed "
              f"frames without a kernel. The headline of each notebook is read from its results file.</p>"
-             f"<table><tr><th>notebook</th><th>title</th><th>headline (from its results file)</th><th>run time</th></tr>"
-             f"{trs}</table>{mixed}{miss}</body></html>")
+             f"<h2>The course: one mechanism per lesson</h2>{_table(lessons)}"
+             f"<h2>The evidence: each paper's claims, decided</h2>"
+             f"<p>Each lesson's paper claims, with seeds, ablations and why a method loses where it loses.</p>"
+             f"{_table(evidence) if evidence else '<p>No evidence notebook has run yet.</p>'}"
+             f"{mixed}{fail}{miss}</body></html>")
     return utils.atomic_write_bytes(site / "index.html", index.encode())
 
 

@@ -22,8 +22,9 @@ def built_site(smoke_results, smoke_dir, tmp_path_factory):
 def test_index_and_local_links(built_site):
     index = (built_site / "index.html").read_text()
     for p in run.all_notebooks():
-        assert f'href="{p.stem}.html"' in index, p.stem
-        assert (built_site / f"{p.stem}.html").is_file()
+        name = site.page_name(run.stem_of(p))
+        assert f'href="{name}.html"' in index, name
+        assert (built_site / f"{name}.html").is_file()
     assert "no results file" not in index and "Not executed yet" not in index
     assert "SASRec NDCG@10" in index                            # notebook 01's headline, from its results file
     for page in built_site.glob("*.html"):
@@ -118,3 +119,28 @@ def test_every_page_states_its_provenance(built_site):
         assert "parameters:" in m.group(1) and "smoke=True" in m.group(1)
     for stem in ("03_diffusion_trajectories", "06_hdrec_dual_lora", "08_leaderboard"):   # a run time for every notebook
         assert re.search(rf'{stem}\.html">{stem}</a></td><td>[^<]*</td><td>[^<]*</td><td>\d+\.\d min</td>', index), stem
+
+
+def test_lessons_and_evidence_link_both_ways(built_site):
+    index = (built_site / "index.html").read_text()
+    assert "The course" in index and "The evidence" in index
+    assert index.index("The course") < index.index("The evidence")
+    for p in run.evidence():
+        stem = run.stem_of(p)
+        lesson, evidence = (built_site / f"{site.page_name(stem.removeprefix('evidence/'))}.html",
+                            built_site / f"{site.page_name(stem)}.html")
+        assert f'href="{site.page_name(stem)}.html"' in lesson.read_text(), f"{lesson.name} links to its evidence"
+        assert f'href="{lesson.name}"' in evidence.read_text(), f"{evidence.name} links back to its lesson"
+
+
+def test_a_failed_run_gets_no_page_and_an_older_page_is_marked(tmp_path):
+    import os
+    runs = tmp_path / "runs"
+    (runs / "evidence").mkdir(parents=True)
+    for name in ("01_a.ipynb", "01_a.failed.ipynb", "evidence/01_a.ipynb", "02_b.failed.ipynb"):
+        (runs / name).write_text("{}")
+    os.utime(runs / "01_a.ipynb", (1, 1))                  # the complete copy is older than the failed one
+    done, failed = site.executed_notebooks(runs)
+    assert done == ["01_a", "evidence/01_a"] and failed == ["01_a", "02_b"]
+    assert "last run of this notebook failed" in site._failed_banner(runs, "01_a")
+    assert site._failed_banner(runs, "evidence/01_a") == ""
