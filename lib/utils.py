@@ -127,6 +127,15 @@ def digest(*parts) -> str:
     return h.hexdigest()
 
 
+def text_digest(*texts) -> str:
+    """md5 (hex) of texts (strings, or lists of strings such as an item's genres), each ended by a separator: a cache
+    key's stand-in for text read from disk (the titles and genres a prompt carries)."""
+    h = hashlib.md5()
+    for t in texts:
+        h.update(("\x1f".join(map(str, t)) if isinstance(t, (list, tuple)) else str(t)).encode("utf-8") + b"\x00")
+    return h.hexdigest()
+
+
 def _key_value(o):
     """JSON for a value JSON does not know: an array or tensor by its digest (never its str(), which elides the
     middle of a large one), numpy scalars as numbers, a path as text, a set sorted; anything else is refused."""

@@ -188,3 +188,10 @@ def test_lib_closure_follows_imports():
     c = utils.lib_closure("lib.train")
     assert {"lib.train", "lib.data", "lib.metrics", "lib.utils", "lib.models.sasrec"} <= set(c)
     assert "lib.site" not in c and "lib.llm" not in c
+
+
+def test_text_digest_separates_texts_and_lists():
+    from lib import utils
+    assert utils.text_digest("ab", "c") != utils.text_digest("a", "bc")
+    assert utils.text_digest(["Drama", "War"]) != utils.text_digest(["Drama War"])
+    assert utils.text_digest("Toy Story", ["Animation"]) == utils.text_digest("Toy Story", ["Animation"])
