@@ -17,7 +17,7 @@ import csv
 import importlib.util
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -440,25 +440,58 @@ def item_genres(ds: Dataset) -> list[list[str]]:
     return out
 
 
-# --------------------------------------------------------------------------- leave-one-out split
+# --------------------------------------------------------------------------- leave-one-out and K-event splits
 @dataclass
 class Split:
-    """Leave-one-out by time: the last item of each user is test, the second last validation, the rest train."""
-    train: list[np.ndarray]   # U arrays: seq[:-2]
-    valid: np.ndarray         # (U,) seq[-2]
-    test: np.ndarray          # (U,) seq[-1]
+    """A split by time. Leave-one-out (`leave_one_out`): the last item of each user is test, the second last
+    validation, the rest train. K events (`last_k_events`): each user's last K items are test events, each predicted
+    from its full prefix, the (K+1)-th last is validation, the rest train.
+
+    The model code reads it one way for both: `train` (training sequences), `history(stage)[row]` and
+    `targets(stage)[row]` for each row of a stage. A row is a user, except in the test stage of a K-event split, where
+    it is one event (its history: train + validation + the user's earlier test events); `rows_user(stage)` gives each
+    row's user."""
+    train: list[np.ndarray]   # U arrays: each user's training items, oldest first
+    valid: np.ndarray         # (U,) each user's validation target
+    test: np.ndarray          # (U,) each user's test target, or (E,) every test event's target, users' events in order
     n_items: int              # item slots including padding
+    test_user: np.ndarray | None = None   # (E,) the user of each test event (sorted); None: one test item per user
+    _test_history: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
         return len(self.train)
 
+    @property
+    def n_events(self) -> int:
+        """The number of test events (n_users for leave-one-out)."""
+        return len(self.test)
+
+    def rows_user(self, stage: str) -> np.ndarray:
+        """(rows,) the user of each row of `stage` (0..U-1 except for a K-event split's test stage)."""
+        _check_stage(stage)
+        if stage == "test" and self.test_user is not None:
+            return self.test_user
+        return np.arange(self.n_users)
+
+    def events_per_user(self) -> np.ndarray:
+        """(U,) each user's number of test events."""
+        return np.bincount(self.rows_user("test"), minlength=self.n_users)
+
     def history(self, stage: str) -> list[np.ndarray]:
-        """What a user has seen before the target: train for 'valid', train + valid for 'test'."""
+        """What each row has seen before its target: train for 'valid'; train + valid (+ the user's earlier test
+        events, on a K-event split) for 'test'."""
         _check_stage(stage)
         if stage == "valid":
             return self.train
-        return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+        if self.test_user is None:
+            return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+        if self._test_history is None:
+            out, starts = [], np.searchsorted(self.test_user, np.arange(self.n_users))
+            for e, u in enumerate(self.test_user.tolist()):
+                out.append(np.concatenate([self.train[u], self.valid[u:u + 1], self.test[starts[u]:e]]))
+            self._test_history = out
+        return self._test_history
 
     def targets(self, stage: str) -> np.ndarray:
         _check_stage(stage)
@@ -469,11 +502,18 @@ class Split:
         return np.bincount(np.concatenate(self.train), minlength=self.n_items)
 
     def subset(self, users) -> "Split":
-        """The same split restricted to `users` (in that order; same n_items), so lib.metrics runs unchanged on a
-        subset of users."""
-        users = np.asarray(users)
-        return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[users],
-                     n_items=self.n_items)
+        """The same split restricted to `users` (in that order; same n_items; a K-event split keeps each user's
+        events), so lib.metrics runs unchanged on a subset of users."""
+        users = np.asarray(users, dtype=np.int64)
+        if self.test_user is None:
+            return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[users],
+                         n_items=self.n_items)
+        starts = np.searchsorted(self.test_user, np.arange(self.n_users + 1))
+        ev = [np.arange(starts[u], starts[u + 1]) for u in users]
+        idx = np.concatenate(ev) if ev else np.zeros(0, dtype=np.int64)
+        return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[idx],
+                     n_items=self.n_items,
+                     test_user=np.repeat(np.arange(len(users)), [len(e) for e in ev]).astype(np.int64))
 
 
 def _check_stage(stage):
@@ -488,6 +528,28 @@ def leave_one_out(ds: Dataset) -> Split:
                  valid=np.array([s[-2] for s in ds.sequences], dtype=np.int64),
                  test=np.array([s[-1] for s in ds.sequences], dtype=np.int64),
                  n_items=ds.n_items)
+
+
+def last_k_events(ds: Dataset, k: int) -> Split:
+    """Every held-out event (issue 34): train on each user's sequence without its last k + 1 items, validate on the
+    (k+1)-th last, and test each of the last k items from its full prefix (all items before it).
+
+    A user with n items gives min(k, n - 2) test events (it keeps at least one training item and its validation
+    item). k = 1 is exactly `leave_one_out` (the same Split, every array equal). The test stage then has one row per
+    event (`Split.rows_user("test")`), and `lib.metrics.evaluate(..., ranks=True)` gives each user the list of its
+    events' ranks, which `compare` averages per user before resampling users (the cluster)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise DataError(f"k (test events per user) must be an integer >= 1, got {k!r}")
+    if k == 1:
+        return leave_one_out(ds)
+    if any(len(s) < 3 for s in ds.sequences):
+        raise DataError("the K-event split needs at least 3 interactions per user; load with min_seq_len >= 3")
+    kept = [min(int(k), len(s) - 2) for s in ds.sequences]
+    return Split(train=[s[:-(m + 1)] for s, m in zip(ds.sequences, kept)],
+                 valid=np.array([s[-(m + 1)] for s, m in zip(ds.sequences, kept)], dtype=np.int64),
+                 test=np.concatenate([s[-m:] for s, m in zip(ds.sequences, kept)]).astype(np.int64),
+                 n_items=ds.n_items,
+                 test_user=np.repeat(np.arange(len(kept)), kept).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- tensors for models
