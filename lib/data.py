@@ -47,18 +47,23 @@ def recbole_example_dir(name: str = "ml-100k") -> Path:
 
 
 def dataset_dir(dataset: str | Path) -> Path:
-    """Resolve the ``dataset`` parameter: a built-in name (``ml-100k``) or a path to a folder of atomic files."""
+    """Resolve the ``dataset`` parameter: a built-in name (``ml-100k``) or a path to a folder of atomic files. A
+    relative path is taken from the repository root (`lib.utils.repo_path`), wherever the code runs: a notebook's
+    kernel runs in notebooks/, `lib.run` in the root, and ``data/ml-1m`` means the same folder to both."""
     if str(dataset) in BUILTIN:
         return recbole_example_dir(str(dataset))
-    folder = Path(dataset).expanduser()
+    from lib.utils import repo_path
+
+    folder = repo_path(dataset)
     if folder.is_dir():
         if not (folder / f"{folder.name}.inter").is_file():
             raise DataError(f"dataset folder {folder} has no file {folder.name}.inter; a dataset folder holds "
                             f"RecBole atomic files named after it: {folder.name}.inter (required), "
                             f"{folder.name}.item, {folder.name}.user (optional)")
         return folder
-    raise DataError(f"unknown dataset {str(dataset)!r}: valid values are {', '.join(BUILTIN)} or the path of "
-                    f"an existing folder of RecBole atomic files (e.g. data/ml-1m with data/ml-1m/ml-1m.inter)")
+    raise DataError(f"unknown dataset {str(dataset)!r} (no folder {folder}): valid values are {', '.join(BUILTIN)} or "
+                    f"the path of an existing folder of RecBole atomic files, relative to the repository root or "
+                    f"absolute (e.g. data/ml-1m with data/ml-1m/ml-1m.inter)")
 
 
 # --------------------------------------------------------------------------- reading one file
@@ -98,7 +103,11 @@ def _line_ends(a: np.ndarray) -> np.ndarray:
 
 
 def _split_header(path: Path, raw: bytes) -> tuple[str, bytes]:
-    """The header line (decoded) and the bytes after it; an empty or blank first line is an error."""
+    """The header line (decoded) and the bytes after it; an empty or blank first line is an error. A UTF-8 byte order
+    mark (Windows editors write one) is dropped, as Python's utf-8-sig codec does: it would become part of the
+    first column's name ("\\ufeffuser_id")."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     ends = [i for i in (raw.find(b"\n"), raw.find(b"\r")) if i >= 0]
     cut = min(ends) if ends else len(raw)
     try:
@@ -256,7 +265,7 @@ def load_dataset(dataset: str | Path = "ml-100k", k_core: int = 0, min_seq_len: 
     folder = dataset_dir(dataset)
     name = folder.name
     inter = _read_interactions(folder / f"{name}.inter")
-    n_raw = len(inter)
+    n_raw = int(inter.attrs.get("rows_in_file", len(inter)))
     inter = _filter(inter, name, k_core, min_seq_len)
     inter = _chronological(inter)
     items_df = _read_items(folder / f"{name}.item")
@@ -288,8 +297,34 @@ def _read_interactions(inter_path: Path) -> pd.DataFrame:
     if len(inter) == 0:
         raise DataError(f"{inter_path} has a header but no interactions")
     inter = inter.reset_index(drop=True)
+    if "timestamp" in inter.columns:
+        inter["timestamp"] = _timestamps(inter_path, inter["timestamp"], inter.attrs.get("types", {}).get("timestamp"))
     inter["_row"] = np.arange(len(inter))
+    dup = inter.duplicated([c for c in inter.columns if c != "_row"], keep="first").to_numpy()
+    if dup.any():      # the same interaction twice: its two copies would be validation and test of one user
+        first = int(np.flatnonzero(dup)[0])
+        print(f"{inter_path}: dropped {int(dup.sum())} exact duplicate row(s) (every column equal to an earlier row; "
+              f"the first at line {first + 2})")
+        inter = inter[~dup]
+    inter.attrs["rows_in_file"] = len(dup)
     return inter
+
+
+def _timestamps(path: Path, col: pd.Series, typ: str | None) -> pd.Series:
+    """The timestamp column as float64 seconds. Text (a ``timestamp:token`` column) is converted where every value is
+    a number, since sorting text puts 10 before 9; a value that is not a number, or an empty one (NaN would sort last
+    and make the oldest item the test item), is refused naming the file, the line and the column."""
+    vals = col if typ == "float" else pd.to_numeric(col.astype(str).str.strip().replace("", np.nan), errors="coerce")
+    bad = vals.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raw = col.iloc[i]
+        what = "is empty" if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == "" \
+            else f"holds {raw!r}, not a number"
+        raise DataError(f"{path}, line {i + 2}, column 'timestamp' ({typ or 'token'}): the timestamp {what}; every "
+                        f"interaction needs a numeric timestamp (seconds since the epoch, say) to be put in time order "
+                        f"({int(bad.sum())} such row(s))")
+    return vals.astype("float64")
 
 
 def _filter(inter: pd.DataFrame, name: str, k_core: int, min_seq_len: int) -> pd.DataFrame:
@@ -317,6 +352,13 @@ def _read_items(item_path: Path) -> pd.DataFrame | None:
     items_df = read_atomic(item_path)
     if "item_id" not in items_df.columns:
         raise DataError(f"{item_path}, line 1: the header needs an 'item_id:token' column")
+    dup = items_df["item_id"].duplicated(keep="first").to_numpy()
+    if dup.any():      # the first row of each id is kept (its title and genres); the others are reported, not used
+        first = int(np.flatnonzero(dup)[0])
+        tok = items_df["item_id"].iloc[first]
+        earlier = int(np.flatnonzero((items_df["item_id"] == tok).to_numpy())[0])
+        print(f"{item_path}: {int(dup.sum())} duplicated item id(s), e.g. {tok!r} at lines {earlier + 2} and "
+              f"{first + 2}; the first row of each id is used")
     return items_df
 
 

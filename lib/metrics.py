@@ -10,10 +10,12 @@
   per user the ideal DCG is 1, so NDCG needs no normalisation.
 * Groups as in LLMDiRec Table 3: tail / head items (target among the least / most popular 20% of items by
   training interactions) and cold / hot users (the 20% of users with the shortest / longest history).
-* Claims are decided by one rule, `compare`: the paired per-user difference of a metric between two models
-  with a seeded two-level bootstrap 95 % interval (seeds, then users), a sign-flip permutation p-value, the
-  smallest effect the test can detect, and a direction word (VERDICTS) with, for a paper's number, a size word
-  (SIZES). `lib.claims` names every claim the suite decides.
+* Claims are decided by one rule, `compare`: the paired per-user difference of a metric between two models, with a
+  95 % interval and a two-sided p-value from one model (users resampled, in closed form, plus the seed level counted
+  once; an exact sign-flip test where few users differ), the smallest effect the test can detect, and a direction
+  word (VERDICTS) with, for a paper's number, a size word (SIZES). `lib.claims` names every claim the suite decides.
+* Every held-out event (`lib.data.last_k_events`): each user's last K items are test events, each predicted from its
+  full prefix; ranks come back per user as lists, and `compare` averages each user's events before resampling users.
 """
 from __future__ import annotations
 
@@ -559,7 +561,7 @@ def row(claim: str, c: dict) -> dict:
     out = {"claim": claim, "metric": c["metric"], "A": round(c["mean_a"], 4), "B": round(c["mean_b"], 4),
            "A - B [95 % CI]": f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]{spread}",
            "rel": pct(c["rel"]), "detectable": pct(c["mde_rel"]).lstrip("+"),
-           "p": "—" if c["p_value"] is None else f"{c['p_value']:.3f}",
+           "p": "—" if c["p_value"] is None else ("<0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"),
            "users": c["n_users"], "seeds": "{}, {}".format(*c["n_seeds"]), "verdict": c["verdict"]}
     if c.get("paper_effect") is not None:
         out["paper"] = pct(c["paper_effect"])
