@@ -1,6 +1,13 @@
-"""Datasets as RecBole atomic files, chronological sequences, leave-one-out split.
+"""Datasets as RecBole atomic files, chronological sequences, leave-one-out and K-event splits.
 
-Taught in notebook 00 (data tour); every later notebook starts from `load_dataset` and `leave_one_out`.
+Taught in notebook 00 (data tour); every later notebook starts from `load_dataset` and `leave_one_out` (or
+`last_k_events`: each user's last K items as test events, each predicted from its full prefix; K = 1 is leave-one-out).
+
+Input that would be read wrongly is refused or fixed, loudly: timestamps must be numbers and present (a
+``timestamp:token`` column of numbers is converted; anything else is refused naming the file, line and column); exact
+duplicate rows of the ``.inter`` file are dropped with a printed count (two copies of one interaction would become one
+user's validation and test item); a UTF-8 byte order mark is skipped; a duplicated item id in the ``.item`` file is
+reported (its first row is used).
 
 Atomic files (RecBole's format): ``<name>/<name>.inter``, ``.item``, ``.user``; tab-separated, the first
 line is a typed header such as ``user_id:token  item_id:token  rating:float  timestamp:float``. Types are
