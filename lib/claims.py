@@ -2,8 +2,10 @@
 
 A notebook decides a claim by its id (`decide("02.gated_vs_id", runs_a, runs_b)`); notebook 08 and the site read
 the decided claims back by id from the results files. The registry says what a claim *is*; the run says what we
-*see* (`lib.metrics.compare`: paired per-user difference, two-level bootstrap interval, permutation p-value,
-detectable effect, direction word, and for a paper's number a size word).
+*see* (`lib.metrics.compare`: paired per-user difference, one model for the 95 % interval and the two-sided p (users
+resampled, the seed level added once), detectable effect, direction word, and for a paper's number a size word).
+`family()` is the fixed set of paper claims Holm's adjustment runs over (one per paper number; `replicates` marks a
+second test of the same number).
 
 Kinds:
 * paper: the paper states it (table, figure or equation); `effect` is its relative size A / B - 1 where the paper
@@ -44,6 +46,7 @@ class Claim:
     effect: float | None = None  # the paper's relative effect A / B - 1 (None: the paper gives no number)
     group: str | None = None     # the users compared, when not all
     headline: bool = False       # the notebook's headline paper claim (the site's index shows it)
+    replicates: str | None = None  # a second test of the same paper number: the id of the claim in the family
 
     @property
     def notebook(self) -> str:
@@ -65,17 +68,18 @@ _CLAIMS = [
     # 02: dual-view fusion (LLMDiRec sec. 3.1); ID-only SASRec stands in for InDiRec
     _C("02.gated_vs_id", "gated beats ID-only, overall (Table 2 direction)", "paper", "NDCG@10", "gated fusion",
        "ID-only (SASRec)", "LLMDiRec", f"{_LLMDIREC_T2}, NDCG@10 0.4188 -> 0.4300", _rel(0.4300, 0.4188),
-       headline=True),
+       headline=True, replicates="04.llmdirec_vs_id"),
     _C("02.gated_vs_id_hr", "gated beats ID-only, overall HR@10", "paper", "HR@10", "gated fusion", "ID-only (SASRec)",
        "LLMDiRec", f"{_LLMDIREC_T2}, HR@10 0.6291 -> 0.6417", _rel(0.6417, 0.6291)),
     _C("02.tail", "gated beats ID-only on tail items (Table 3)", "paper", "HR@10", "gated fusion", "ID-only (SASRec)",
-       "LLMDiRec", "ML-1M, Table 3: tail HR@10 0.0550 -> 0.1429", _rel(0.1429, 0.0550), group="tail"),
+       "LLMDiRec", "ML-1M, Table 3: tail HR@10 0.0550 -> 0.1429", _rel(0.1429, 0.0550), group="tail",
+       replicates="04.tail"),
     _C("02.rarest_fifth", "gated beats ID-only on the rarest fifth of targets", "diagnosis", "HR@10", "gated fusion",
        "ID-only (SASRec)", group="rarest fifth of targets"),
     _C("02.head", "gated beats ID-only on head items", "paper", "HR@10", "gated fusion", "ID-only (SASRec)",
        "LLMDiRec", "ML-1M, Table 3: head HR@10 0.6291 -> 0.6445", _rel(0.6445, 0.6291), group="head"),
     _C("02.cold", "gated beats ID-only for cold users", "paper", "HR@10", "gated fusion", "ID-only (SASRec)",
-       "LLMDiRec", _COLD, _rel(0.1091, 0.0993), group="cold"),
+       "LLMDiRec", _COLD, _rel(0.1091, 0.0993), group="cold", replicates="04.cold"),
     _C("02.hot", "gated beats ID-only for hot users", "paper", "HR@10", "gated fusion", "ID-only (SASRec)",
        "LLMDiRec", "ML-1M, Table 3: hot HR@10 0.6075 -> 0.7109", _rel(0.7109, 0.6075), group="hot"),
     _C("02.align", "L_align helps (Table 4: gated vs w/o L_align)", "paper", "NDCG@10", "gated fusion",
@@ -174,7 +178,7 @@ _CLAIMS += [_C(f"06.{k}_vs_start", f"{n} beats its start (the training steps add
 _CLAIMS += [
     _C("06.paper_start.hdrec_vs_text", "HDRec beats text only, both from the paper's start (Fig. 4)", "paper", "NDCG@10",
        "HDRec fused (paper's start)", "text only (paper's start)", "HDRec",
-       "Scientific, Table 4: text only 0.1154 -> HDRec 0.1190", _rel(0.1190, 0.1154)),
+       "Scientific, Table 4: text only 0.1154 -> HDRec 0.1190", _rel(0.1190, 0.1154), replicates="06.hdrec_vs_text"),
     _C("06.paper_start.text_vs_pop", "text only from the paper's start beats Pop (what titles alone give)", "sanity",
        "NDCG@10", "text only (paper's start)", "Pop"),
     _C("06.paper_start.hdrec_vs_pop", "HDRec from the paper's start beats Pop", "sanity", "NDCG@10",
@@ -235,6 +239,27 @@ for _c in _CLAIMS:
     assert _c.id not in REGISTRY, f"duplicate claim id {_c.id}"
     assert _c.kind in KINDS and (_c.kind == "paper" or _c.effect is None), _c.id
     REGISTRY[_c.id] = _c
+for _c in _CLAIMS:      # a replication points at a paper claim of the family that tests the same number
+    assert _c.replicates is None or (_c.kind == "paper" and REGISTRY[_c.replicates].kind == "paper"
+                                     and REGISTRY[_c.replicates].replicates is None
+                                     and REGISTRY[_c.replicates].effect == _c.effect), _c.id
+
+
+def family() -> list[str]:
+    """The ids of the family Holm's adjustment runs over, fixed by the registry (not by which results files exist):
+    every paper claim, one per paper number. A second test of the same number (`replicates`: 02's gated fusion and
+    04's LLMDiRec read the same LLMDiRec Table 2/3 numbers; 06 tests HDRec vs text only from two starts) is reported
+    beside it but kept out, so a number is not counted twice. The same comparison on two metrics (NDCG@10 and HR@10 of
+    one table) stays in: those are two numbers the paper prints, and Holm holds under any dependence between them.
+    Sanity checks and our diagnoses are not claims of the papers and are not in it."""
+    return [cid for cid, c in REGISTRY.items() if c.kind == "paper" and c.replicates is None]
+
+
+def band(claim_id: str) -> float:
+    """The claim's negligible band, relative to the two models' mean level: metrics.NEGLIGIBLE_REL (2 %), or half the
+    paper's effect where the paper gives a smaller one (what `decide` passes to `metrics.compare`)."""
+    c = get(claim_id)
+    return min(metrics.NEGLIGIBLE_REL, abs(c.effect) / 2) if c.effect else metrics.NEGLIGIBLE_REL
 
 
 def get(claim_id: str) -> Claim:
@@ -258,8 +283,10 @@ def headline(nn: str) -> Claim | None:
 
 def decide(claim_id: str, a, b, users=None, note: str | None = None, **kw) -> dict:
     """Decide a registered claim by the suite's rule: `metrics.compare(a, b, claim.metric, users=users)`, with the
-    paper's effect for a paper claim; the result carries the claim's id, text, kind, paper and where. note: what a
-    reader must know about the rows compared (e.g. both start from a head the paper does not have); 08 shows it."""
+    paper's effect for a paper claim (the size word, and the claim's negligible band: `band`); the result carries the
+    claim's id, text, kind, paper, where and replicates. users: a mask per user or per test event (`compare`). note:
+    what a reader must know about the rows compared (e.g. both start from a head the paper does not have); 08 shows
+    it."""
     c = get(claim_id)
     out = metrics.compare(a, b, c.metric, users=users, paper_effect=c.effect, **kw)
     meta = {k: v for k, v in asdict(c).items() if k not in ("metric", "effect")}     # compare names it paper_effect
@@ -291,11 +318,15 @@ def table(decided: dict[str, dict]):
 def describe(c: dict) -> str:
     """One markdown phrase for a decided claim: the numbers, the interval, p, the direction word in bold, what
     the test can detect and, for a paper's number, the size word and the users that number would need."""
+    p = "—" if c.get("p_value") is None else f"{c['p_value']:.3g}"
+    differ = (f", only {c['n_differ']} users differ" if c["verdict"] == "not testable" and c.get("n_differ") is not None
+              else "")
     out = (f"{c['mean_a']:.4f} vs {c['mean_b']:.4f} {c['metric']} ({metrics.pct(c['rel'])}; "
-           f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p = {c['p_value']:.3f}, "
-           f"{c['n_users']} users, seeds {c['n_seeds'][0]}/{c['n_seeds'][1]}): **{c['verdict']}**; "
+           f"{c['diff']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p = {p}, "
+           f"{c['n_users']} users, seeds {c['n_seeds'][0]}/{c['n_seeds'][1]}{differ}): **{c['verdict']}**; "
            f"detectable {metrics.pct(c['mde_rel']).lstrip('+')}")
     if c.get("size"):
-        need = f", which would need about {c['n_needed']:,} users" if c.get("n_needed") else ""
+        need = (f", which would need about {c['n_needed']:,} users" if c.get("n_needed") else
+                f"; {c['reach']}" if c.get("reach") else "")
         out += f"; {c['size']} ({metrics.pct(c['paper_effect'])}{need})"
     return out

@@ -1,6 +1,13 @@
-"""Datasets as RecBole atomic files, chronological sequences, leave-one-out split.
+"""Datasets as RecBole atomic files, chronological sequences, leave-one-out and K-event splits.
 
-Taught in notebook 00 (data tour); every later notebook starts from `load_dataset` and `leave_one_out`.
+Taught in notebook 00 (data tour); every later notebook starts from `load_dataset` and `leave_one_out` (or
+`last_k_events`: each user's last K items as test events, each predicted from its full prefix; K = 1 is leave-one-out).
+
+Input that would be read wrongly is refused or fixed, loudly: timestamps must be numbers and present (a
+``timestamp:token`` column of numbers is converted; anything else is refused naming the file, line and column); exact
+duplicate rows of the ``.inter`` file are dropped with a printed count (two copies of one interaction would become one
+user's validation and test item); a UTF-8 byte order mark is skipped; a duplicated item id in the ``.item`` file is
+reported (its first row is used).
 
 Atomic files (RecBole's format): ``<name>/<name>.inter``, ``.item``, ``.user``; tab-separated, the first
 line is a typed header such as ``user_id:token  item_id:token  rating:float  timestamp:float``. Types are
@@ -17,7 +24,7 @@ import csv
 import importlib.util
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +54,23 @@ def recbole_example_dir(name: str = "ml-100k") -> Path:
 
 
 def dataset_dir(dataset: str | Path) -> Path:
-    """Resolve the ``dataset`` parameter: a built-in name (``ml-100k``) or a path to a folder of atomic files."""
+    """Resolve the ``dataset`` parameter: a built-in name (``ml-100k``) or a path to a folder of atomic files. A
+    relative path is taken from the repository root (`lib.utils.repo_path`), wherever the code runs: a notebook's
+    kernel runs in notebooks/, `lib.run` in the root, and ``data/ml-1m`` means the same folder to both."""
     if str(dataset) in BUILTIN:
         return recbole_example_dir(str(dataset))
-    folder = Path(dataset).expanduser()
+    from lib.utils import repo_path
+
+    folder = repo_path(dataset)
     if folder.is_dir():
         if not (folder / f"{folder.name}.inter").is_file():
             raise DataError(f"dataset folder {folder} has no file {folder.name}.inter; a dataset folder holds "
                             f"RecBole atomic files named after it: {folder.name}.inter (required), "
                             f"{folder.name}.item, {folder.name}.user (optional)")
         return folder
-    raise DataError(f"unknown dataset {str(dataset)!r}: valid values are {', '.join(BUILTIN)} or the path of "
-                    f"an existing folder of RecBole atomic files (e.g. data/ml-1m with data/ml-1m/ml-1m.inter)")
+    raise DataError(f"unknown dataset {str(dataset)!r} (no folder {folder}): valid values are {', '.join(BUILTIN)} or "
+                    f"the path of an existing folder of RecBole atomic files, relative to the repository root or "
+                    f"absolute (e.g. data/ml-1m with data/ml-1m/ml-1m.inter)")
 
 
 # --------------------------------------------------------------------------- reading one file
@@ -98,7 +110,11 @@ def _line_ends(a: np.ndarray) -> np.ndarray:
 
 
 def _split_header(path: Path, raw: bytes) -> tuple[str, bytes]:
-    """The header line (decoded) and the bytes after it; an empty or blank first line is an error."""
+    """The header line (decoded) and the bytes after it; an empty or blank first line is an error. A UTF-8 byte order
+    mark (Windows editors write one) is dropped, as Python's utf-8-sig codec does: it would become part of the
+    first column's name ("\\ufeffuser_id")."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     ends = [i for i in (raw.find(b"\n"), raw.find(b"\r")) if i >= 0]
     cut = min(ends) if ends else len(raw)
     try:
@@ -256,7 +272,7 @@ def load_dataset(dataset: str | Path = "ml-100k", k_core: int = 0, min_seq_len: 
     folder = dataset_dir(dataset)
     name = folder.name
     inter = _read_interactions(folder / f"{name}.inter")
-    n_raw = len(inter)
+    n_raw = int(inter.attrs.get("rows_in_file", len(inter)))
     inter = _filter(inter, name, k_core, min_seq_len)
     inter = _chronological(inter)
     items_df = _read_items(folder / f"{name}.item")
@@ -288,8 +304,34 @@ def _read_interactions(inter_path: Path) -> pd.DataFrame:
     if len(inter) == 0:
         raise DataError(f"{inter_path} has a header but no interactions")
     inter = inter.reset_index(drop=True)
+    if "timestamp" in inter.columns:
+        inter["timestamp"] = _timestamps(inter_path, inter["timestamp"], inter.attrs.get("types", {}).get("timestamp"))
     inter["_row"] = np.arange(len(inter))
+    dup = inter.duplicated([c for c in inter.columns if c != "_row"], keep="first").to_numpy()
+    if dup.any():      # the same interaction twice: its two copies would be validation and test of one user
+        first = int(np.flatnonzero(dup)[0])
+        print(f"{inter_path}: dropped {int(dup.sum())} exact duplicate row(s) (every column equal to an earlier row; "
+              f"the first at line {first + 2})")
+        inter = inter[~dup]
+    inter.attrs["rows_in_file"] = len(dup)
     return inter
+
+
+def _timestamps(path: Path, col: pd.Series, typ: str | None) -> pd.Series:
+    """The timestamp column as float64 seconds. Text (a ``timestamp:token`` column) is converted where every value is
+    a number, since sorting text puts 10 before 9; a value that is not a number, or an empty one (NaN would sort last
+    and make the oldest item the test item), is refused naming the file, the line and the column."""
+    vals = col if typ == "float" else pd.to_numeric(col.astype(str).str.strip().replace("", np.nan), errors="coerce")
+    bad = vals.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raw = col.iloc[i]
+        what = "is empty" if raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == "" \
+            else f"holds {raw!r}, not a number"
+        raise DataError(f"{path}, line {i + 2}, column 'timestamp' ({typ or 'token'}): the timestamp {what}; every "
+                        f"interaction needs a numeric timestamp (seconds since the epoch, say) to be put in time order "
+                        f"({int(bad.sum())} such row(s))")
+    return vals.astype("float64")
 
 
 def _filter(inter: pd.DataFrame, name: str, k_core: int, min_seq_len: int) -> pd.DataFrame:
@@ -317,6 +359,13 @@ def _read_items(item_path: Path) -> pd.DataFrame | None:
     items_df = read_atomic(item_path)
     if "item_id" not in items_df.columns:
         raise DataError(f"{item_path}, line 1: the header needs an 'item_id:token' column")
+    dup = items_df["item_id"].duplicated(keep="first").to_numpy()
+    if dup.any():      # the first row of each id is kept (its title and genres); the others are reported, not used
+        first = int(np.flatnonzero(dup)[0])
+        tok = items_df["item_id"].iloc[first]
+        earlier = int(np.flatnonzero((items_df["item_id"] == tok).to_numpy())[0])
+        print(f"{item_path}: {int(dup.sum())} duplicated item id(s), e.g. {tok!r} at lines {earlier + 2} and "
+              f"{first + 2}; the first row of each id is used")
     return items_df
 
 
@@ -440,25 +489,58 @@ def item_genres(ds: Dataset) -> list[list[str]]:
     return out
 
 
-# --------------------------------------------------------------------------- leave-one-out split
+# --------------------------------------------------------------------------- leave-one-out and K-event splits
 @dataclass
 class Split:
-    """Leave-one-out by time: the last item of each user is test, the second last validation, the rest train."""
-    train: list[np.ndarray]   # U arrays: seq[:-2]
-    valid: np.ndarray         # (U,) seq[-2]
-    test: np.ndarray          # (U,) seq[-1]
+    """A split by time. Leave-one-out (`leave_one_out`): the last item of each user is test, the second last
+    validation, the rest train. K events (`last_k_events`): each user's last K items are test events, each predicted
+    from its full prefix, the (K+1)-th last is validation, the rest train.
+
+    The model code reads it one way for both: `train` (training sequences), `history(stage)[row]` and
+    `targets(stage)[row]` for each row of a stage. A row is a user, except in the test stage of a K-event split, where
+    it is one event (its history: train + validation + the user's earlier test events); `rows_user(stage)` gives each
+    row's user."""
+    train: list[np.ndarray]   # U arrays: each user's training items, oldest first
+    valid: np.ndarray         # (U,) each user's validation target
+    test: np.ndarray          # (U,) each user's test target, or (E,) every test event's target, users' events in order
     n_items: int              # item slots including padding
+    test_user: np.ndarray | None = None   # (E,) the user of each test event (sorted); None: one test item per user
+    _test_history: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
         return len(self.train)
 
+    @property
+    def n_events(self) -> int:
+        """The number of test events (n_users for leave-one-out)."""
+        return len(self.test)
+
+    def rows_user(self, stage: str) -> np.ndarray:
+        """(rows,) the user of each row of `stage` (0..U-1 except for a K-event split's test stage)."""
+        _check_stage(stage)
+        if stage == "test" and self.test_user is not None:
+            return self.test_user
+        return np.arange(self.n_users)
+
+    def events_per_user(self) -> np.ndarray:
+        """(U,) each user's number of test events."""
+        return np.bincount(self.rows_user("test"), minlength=self.n_users)
+
     def history(self, stage: str) -> list[np.ndarray]:
-        """What a user has seen before the target: train for 'valid', train + valid for 'test'."""
+        """What each row has seen before its target: train for 'valid'; train + valid (+ the user's earlier test
+        events, on a K-event split) for 'test'."""
         _check_stage(stage)
         if stage == "valid":
             return self.train
-        return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+        if self.test_user is None:
+            return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+        if self._test_history is None:
+            out, starts = [], np.searchsorted(self.test_user, np.arange(self.n_users))
+            for e, u in enumerate(self.test_user.tolist()):
+                out.append(np.concatenate([self.train[u], self.valid[u:u + 1], self.test[starts[u]:e]]))
+            self._test_history = out
+        return self._test_history
 
     def targets(self, stage: str) -> np.ndarray:
         _check_stage(stage)
@@ -469,11 +551,18 @@ class Split:
         return np.bincount(np.concatenate(self.train), minlength=self.n_items)
 
     def subset(self, users) -> "Split":
-        """The same split restricted to `users` (in that order; same n_items), so lib.metrics runs unchanged on a
-        subset of users."""
-        users = np.asarray(users)
-        return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[users],
-                     n_items=self.n_items)
+        """The same split restricted to `users` (in that order; same n_items; a K-event split keeps each user's
+        events), so lib.metrics runs unchanged on a subset of users."""
+        users = np.asarray(users, dtype=np.int64)
+        if self.test_user is None:
+            return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[users],
+                         n_items=self.n_items)
+        starts = np.searchsorted(self.test_user, np.arange(self.n_users + 1))
+        ev = [np.arange(starts[u], starts[u + 1]) for u in users]
+        idx = np.concatenate(ev) if ev else np.zeros(0, dtype=np.int64)
+        return Split(train=[self.train[u] for u in users], valid=self.valid[users], test=self.test[idx],
+                     n_items=self.n_items,
+                     test_user=np.repeat(np.arange(len(users)), [len(e) for e in ev]).astype(np.int64))
 
 
 def _check_stage(stage):
@@ -488,6 +577,28 @@ def leave_one_out(ds: Dataset) -> Split:
                  valid=np.array([s[-2] for s in ds.sequences], dtype=np.int64),
                  test=np.array([s[-1] for s in ds.sequences], dtype=np.int64),
                  n_items=ds.n_items)
+
+
+def last_k_events(ds: Dataset, k: int) -> Split:
+    """Every held-out event (issue 34): train on each user's sequence without its last k + 1 items, validate on the
+    (k+1)-th last, and test each of the last k items from its full prefix (all items before it).
+
+    A user with n items gives min(k, n - 2) test events (it keeps at least one training item and its validation
+    item). k = 1 is exactly `leave_one_out` (the same Split, every array equal). The test stage then has one row per
+    event (`Split.rows_user("test")`), and `lib.metrics.evaluate(..., ranks=True)` gives each user the list of its
+    events' ranks, which `compare` averages per user before resampling users (the cluster)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise DataError(f"k (test events per user) must be an integer >= 1, got {k!r}")
+    if k == 1:
+        return leave_one_out(ds)
+    if any(len(s) < 3 for s in ds.sequences):
+        raise DataError("the K-event split needs at least 3 interactions per user; load with min_seq_len >= 3")
+    kept = [min(int(k), len(s) - 2) for s in ds.sequences]
+    return Split(train=[s[:-(m + 1)] for s, m in zip(ds.sequences, kept)],
+                 valid=np.array([s[-(m + 1)] for s, m in zip(ds.sequences, kept)], dtype=np.int64),
+                 test=np.concatenate([s[-m:] for s, m in zip(ds.sequences, kept)]).astype(np.int64),
+                 n_items=ds.n_items,
+                 test_user=np.repeat(np.arange(len(kept)), kept).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- tensors for models

@@ -2,7 +2,8 @@
 
 Nothing here trains or types a number of ours: rows come from `<output_dir>/<stem>.json` as each notebook wrote it,
 read through `lib.results` (the schema: methods, claims by id, provenance), comparisons from their per-user ranks
-through `lib.metrics.compare` (on the users both rows evaluated). The papers' numbers live in `lib.claims`; the
+through `lib.metrics.compare` (on the users both rows evaluated). The papers' numbers and the family of claims Holm
+adjusts over live in `lib.claims` (every registered claim is listed, "not run" where no results file decided it); the
 external references below are quotations, named as such.
 """
 from __future__ import annotations
@@ -79,42 +80,58 @@ def forest(rows: list[dict], metric: str = "NDCG@10") -> list[dict]:
     return out
 
 
+def _row(reg, stem_nn: str, c: dict | None) -> dict:
+    """One claims-table row: the registry's claim and, where a results file decided it, what it found."""
+    family = ("in the family" if reg.kind == "paper" and reg.replicates is None else
+              f"replication of {reg.replicates}" if reg.replicates else f"not in the family ({reg.kind})")
+    base = {"notebook": stem_nn, "id": reg.id, "claim": reg.text, "kind": reg.kind, "paper": reg.paper or "—",
+            "where": reg.where or "—", "headline": reg.headline, "replicates": reg.replicates, "family": family,
+            "paper effect": reg.effect if reg.kind == "paper" else None, "metric": reg.metric,
+            "band": claims_registry.band(reg.id)}
+    if c is None:
+        return {**base, "A": None, "B": None, "diff": None, "ci": [None, None], "rel": None, "rel ci": [None, None],
+                "detectable": None, "p": None, "users": None, "n_differ": None, "seeds": None, "verdict": "not run",
+                "size": None, "n_needed": None, "reach": None, "note": None}
+    if reg.kind == "paper" and reg.effect is not None:      # the paper's number from the registry, not the file: one
+        c = {**c, **metrics.size_of(c, reg.effect)}         # place for it (a file may predate it)
+    else:
+        c = {**c, "paper_effect": None, "size": None, "n_needed": None, "reach": None}
+    mb = c["mean_b"]
+    rel = (lambda x: x / mb if mb else None)
+    return {**base, "claim": c.get("text", reg.text), "A": c["mean_a"], "B": c["mean_b"], "diff": c["diff"],
+            "ci": c["ci"], "rel": rel(c["diff"]), "rel ci": [rel(c["ci"][0]), rel(c["ci"][1])] if mb else [None, None],
+            "detectable": c["mde_rel"], "p": c["p_value"], "users": c["n_users"], "n_differ": c.get("n_differ"),
+            "seeds": c["n_seeds"], "verdict": c["verdict"], "size": c.get("size"), "n_needed": c.get("n_needed"),
+            "reach": c.get("reach"), "note": c.get("note"), "band": c.get("margin_rel", base["band"])}
+
+
 def claims(found: dict) -> list[dict]:
-    """Every claim every notebook decided, by id, with its kind and (paper claims) the paper's effect, our
-    relative difference with its interval, the detectable effect, both words; paper claims get Holm's adjusted
-    p-value over the suite's paper claims (`adjusted`)."""
-    out = []
+    """Every registered claim, in registry order, with what its notebook's results file decided: its kind, its place
+    in the family (`lib.claims.family`), (paper claims) the paper's effect, our relative difference with its interval,
+    the detectable effect, both words. A claim whose notebook has no results file among `found`, or whose file did not
+    decide it, is there with the verdict "not run" (never absent: the family does not depend on what ran). The family's
+    claims get Holm's adjusted p-value (`adjusted`)."""
+    decided = {}
     for stem, r in found.items():
         for cid, c in (r.get("claims") or {}).items():
-            reg = claims_registry.get(cid)
-            if reg.kind == "paper" and reg.effect is not None:      # the paper's number from the registry, not the
-                c = {**c, **metrics.size_of(c, reg.effect)}        # file: one place for it (a file may predate it)
-            else:
-                c = {**c, "paper_effect": None, "size": None, "n_needed": None}
-            mb = c["mean_b"]
-            rel = (lambda x: x / mb if mb else None)
-            out.append({"notebook": utils.stem_number(stem), "id": cid, "claim": c["text"], "kind": c["kind"],
-                        "paper": reg.paper or "—", "where": reg.where or "—", "headline": reg.headline,
-                        "paper effect": c.get("paper_effect"), "metric": c["metric"],
-                        "A": c["mean_a"], "B": c["mean_b"], "diff": c["diff"], "ci": c["ci"],
-                        "rel": rel(c["diff"]), "rel ci": [rel(c["ci"][0]), rel(c["ci"][1])]
-                        if mb else [None, None], "detectable": c["mde_rel"], "p": c["p_value"],
-                        "users": c["n_users"], "seeds": c["n_seeds"], "verdict": c["verdict"],
-                        "size": c.get("size"), "n_needed": c.get("n_needed"), "note": c.get("note")})
+            claims_registry.get(cid)                                   # an unknown id is an error naming valid ones
+            decided[cid] = c
+    out = [_row(reg, reg.id[:2], decided.get(cid)) for cid, reg in claims_registry.REGISTRY.items()]
     return adjusted(out)
 
 
 def adjusted(rows: list[dict]) -> list[dict]:
-    """Holm's adjustment (`metrics.holm`) over the paper claims among rows: each gets "p (Holm)" and "verdict
-    (Holm)": its verdict where the adjusted p stays below 0.05, else "undecided" (sanity and diagnosis claims are
-    not in the family and keep None)."""
-    paper = [r for r in rows if r["kind"] == "paper"]
-    adj = metrics.holm([r["p"] for r in paper]) if paper else []
+    """Holm's adjustment (`metrics.holm`) over the family among rows (paper claims that replicate none): each gets
+    "p (Holm)" and "verdict (Holm)": its verdict where the adjusted p stays below 0.05, else "undecided". A claim of
+    the family that did not run counts with p = 1 (it keeps its place, so the others' adjusted p do not change with
+    what ran) and reads "not run". Replications, sanity and diagnosis claims are not in the family and keep None."""
+    fam = [r for r in rows if r["kind"] == "paper" and not r.get("replicates")]
+    adj = metrics.holm([r["p"] for r in fam]) if fam else []
     for r in rows:
         r["p (Holm)"], r["verdict (Holm)"] = None, None
-    for r, p in zip(paper, adj):
+    for r, p in zip(fam, adj):
         r["p (Holm)"] = p
-        keeps = p < 0.05 or r["verdict"] in ("undecided", "negligible", "not testable")
+        keeps = p < 0.05 or r["verdict"] in ("undecided", "negligible", "not testable", "not run")
         r["verdict (Holm)"] = r["verdict"] if keeps else "undecided"
     return rows
 

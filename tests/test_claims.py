@@ -53,3 +53,28 @@ def test_decide_by_id_carries_the_claim_and_the_paper_effect():
 def test_unknown_id_names_the_valid_ones():
     with pytest.raises(KeyError, match="unknown claim id '02.gated_vs_idd'.*02.gated_vs_id"):
         claims.get("02.gated_vs_idd")
+
+
+def test_the_family_one_claim_per_paper_number_and_replications_point_into_it():
+    fam = claims.family()
+    assert len(fam) == sum(c.kind == "paper" for c in claims.REGISTRY.values()) - 4 == 41
+    numbers = [(c.where, c.metric, c.group) for c in map(claims.get, fam) if c.effect is not None]
+    assert len(numbers) == len(set(numbers))                         # one claim per paper number
+    reps = {cid: c.replicates for cid, c in claims.REGISTRY.items() if c.replicates}
+    assert reps == {"02.gated_vs_id": "04.llmdirec_vs_id", "02.tail": "04.tail", "02.cold": "04.cold",
+                    "06.paper_start.hdrec_vs_text": "06.hdrec_vs_text"}
+    assert all(r in fam and cid not in fam for cid, r in reps.items())
+
+
+def test_the_negligible_band_is_at_most_half_the_papers_effect():
+    assert claims.band("05.ablation.router") == pytest.approx(claims.REGISTRY["05.ablation.router"].effect / 2)
+    assert claims.band("05.ablation.router") < 0.01 and claims.band("02.tail") == metrics.NEGLIGIBLE_REL
+    assert claims.band("01.sasrec_vs_pop") == metrics.NEGLIGIBLE_REL
+    for cid, c in claims.REGISTRY.items():
+        if c.effect:
+            assert claims.band(cid) <= abs(c.effect) / 2 + 1e-12, cid
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 60, 400)
+    d = claims.decide("05.ablation.router", np.maximum(1, b - 1), b)
+    assert d["margin_rel"] == pytest.approx(claims.band("05.ablation.router"))
+    assert d["replicates"] is None and claims.decide("02.tail", b, b)["replicates"] == "04.tail"

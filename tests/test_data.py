@@ -134,6 +134,7 @@ def test_reader_and_split_properties(tmp_path_factory, rows):
     folder.mkdir()
     body = "".join(f"{u}\t{i}\t{t}\n" for u, i, t in rows)
     (folder / "fz.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + body)
+    rows = list(dict.fromkeys(rows))                # exact duplicate rows are dropped, the first kept
     counts = {}
     for u, _, _ in rows:
         counts[u] = counts.get(u, 0) + 1
@@ -274,3 +275,133 @@ def test_reader_agrees_with_line_by_line_definition(tmp_path_factory, header, ro
     f = tmp_path_factory.mktemp("ref") / "r.inter"
     f.write_bytes(text.encode())
     assert _outcome(data.read_atomic, f) == _outcome(reference_read, f)
+
+
+# --------------------------------------------------------------------------- wrong input refused (issue 33, item 3)
+def test_text_timestamps_are_ordered_as_numbers(tmp_path):
+    inter = ("user_id:token\titem_id:token\ttimestamp:token\n"
+             "u1\ta\t10\n" "u1\tb\t9\n" "u1\tc\t11\n")               # as text, 9 would sort last
+    ds = data.load_dataset(write_ds(tmp_path, inter=inter))
+    assert [ds.item_tokens[i] for i in ds.sequences[0]] == ["b", "a", "c"]
+    assert ds.timestamps[0].tolist() == [9.0, 10.0, 11.0]
+
+
+def test_a_timestamp_that_is_not_a_number_is_refused_naming_file_line_and_column(tmp_path):
+    inter = ("user_id:token\titem_id:token\ttimestamp:token\n"
+             "u1\ta\t10\n" "u1\tb\t2021-01-01\n" "u1\tc\t11\n")
+    with pytest.raises(data.DataError, match=r"toy.inter, line 3, column 'timestamp' \(token\): the timestamp "
+                                             r"holds '2021-01-01', not a number"):
+        data.load_dataset(write_ds(tmp_path, inter=inter))
+
+
+def test_an_empty_timestamp_is_refused_not_sorted_last(tmp_path):
+    inter = ("user_id:token\titem_id:token\ttimestamp:float\n"
+             "u1\ta\t10\n" "u1\tb\t\n" "u1\tc\t11\n")
+    with pytest.raises(data.DataError, match=r"line 3, column 'timestamp' \(float\): the timestamp is empty"):
+        data.load_dataset(write_ds(tmp_path, inter=inter))
+
+
+def test_exact_duplicate_rows_are_dropped_with_a_count(tmp_path, capsys):
+    inter = ("user_id:token\titem_id:token\ttimestamp:float\n"
+             "u1\ta\t1\n" "u1\tb\t2\n" "u1\tb\t2\n" "u1\tc\t3\n" "u1\tc\t4\n")  # c at 3 and 4: a repeat, kept
+    ds = data.load_dataset(write_ds(tmp_path, inter=inter))
+    assert [ds.item_tokens[i] for i in ds.sequences[0]] == ["a", "b", "c", "c"]
+    assert "dropped 1 exact duplicate row(s)" in capsys.readouterr().out and ds.n_interactions_raw == 5
+
+
+def test_a_utf8_bom_is_read_as_utf8_sig(tmp_path):
+    folder = write_ds(tmp_path, inter=INTER, item=ITEM)
+    for f in (folder / "toy.inter", folder / "toy.item"):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    ds = data.load_dataset(folder)
+    assert list(ds.user_tokens) == ["u1", "u2"] and data.item_titles(ds)[1] == "Alpha Movie"
+    assert list(data.read_atomic(folder / "toy.inter").columns) == ["user_id", "item_id", "timestamp"]
+
+
+def test_a_duplicated_item_id_is_reported(tmp_path, capsys):
+    ds = data.load_dataset(write_ds(tmp_path, inter=INTER, item=ITEM + "a\tAlpha Again\t2000\tDrama\n"))
+    out = capsys.readouterr().out
+    assert "1 duplicated item id(s), e.g. 'a' at lines 2 and 6" in out
+    assert data.item_titles(ds)[1] == "Alpha Movie"                          # the first row is used
+
+
+def test_a_relative_dataset_path_resolves_from_the_repository_root(tmp_path, monkeypatch):
+    from lib import utils
+    rel = "data/_test_relative_ds"
+    folder = utils.REPO / rel
+    try:
+        folder.mkdir(parents=True)
+        (folder / "_test_relative_ds.inter").write_text(INTER)
+        monkeypatch.chdir(tmp_path)                          # as a kernel in notebooks/: not the repository root
+        assert data.dataset_dir(rel) == folder
+        assert data.load_dataset(rel).n_users == 2
+        with pytest.raises(data.DataError, match="relative to the repository root"):
+            data.dataset_dir("data/_no_such_dataset")
+    finally:
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the K-event split (issue 34, item 4)
+def _long_ds(tmp_path, lengths=(12, 3, 7)):
+    rows = "".join(f"u{u}\ti{(u * 5 + j) % 13}\t{j}\n" for u, n in enumerate(lengths) for j in range(n))
+    return data.load_dataset(write_ds(tmp_path, inter="user_id:token\titem_id:token\ttimestamp:float\n" + rows))
+
+
+def test_k_event_split_with_k_1_is_leave_one_out(tmp_path):
+    ds = _long_ds(tmp_path)
+    a, b = data.last_k_events(ds, 1), data.leave_one_out(ds)
+    assert all(np.array_equal(x, y) for x, y in zip(a.train, b.train)) and len(a.train) == len(b.train)
+    assert np.array_equal(a.valid, b.valid) and np.array_equal(a.test, b.test) and a.n_items == b.n_items
+    assert a.test_user is None and b.test_user is None
+    for st_ in ("valid", "test"):
+        assert all(np.array_equal(x, y) for x, y in zip(a.history(st_), b.history(st_)))
+        assert np.array_equal(a.targets(st_), b.targets(st_))
+
+
+def test_k_event_split_events_prefixes_and_subset(tmp_path):
+    ds = _long_ds(tmp_path)                                  # 12, 3 and 7 items
+    sp = data.last_k_events(ds, 5)
+    assert sp.events_per_user().tolist() == [5, 1, 5] and sp.n_events == 11 and sp.n_users == 3
+    assert sp.rows_user("test").tolist() == [0] * 5 + [1] + [2] * 5 and sp.rows_user("valid").tolist() == [0, 1, 2]
+    for u, s in enumerate(ds.sequences):
+        m = int(sp.events_per_user()[u])
+        assert list(sp.train[u]) + [sp.valid[u]] == list(s[:len(s) - m]) and len(sp.train[u]) >= 1
+    hist, tgt = sp.history("test"), sp.targets("test")
+    for e, u in enumerate(sp.rows_user("test")):             # every event from its full prefix
+        s = list(ds.sequences[u])
+        j = len(s) - int(sp.events_per_user()[u]) + (e - int(np.flatnonzero(sp.rows_user("test") == u)[0]))
+        assert list(hist[e]) == s[:j] and tgt[e] == s[j]
+    assert np.array_equal(sp.item_popularity(), np.bincount(np.concatenate(sp.train), minlength=sp.n_items))
+    sub = sp.subset([2, 1])
+    assert sub.n_users == 2 and sub.events_per_user().tolist() == [5, 1]
+    assert sub.test.tolist() == sp.test[[6, 7, 8, 9, 10, 5]].tolist()
+    assert [list(h) for h in sub.history("test")] == [list(hist[i]) for i in (6, 7, 8, 9, 10, 5)]
+    with pytest.raises(data.DataError, match="integer >= 1"):
+        data.last_k_events(ds, 0)
+
+
+def test_k_event_split_runs_the_models_code_unchanged(tmp_path):
+    """train.sequence_scorer builds inputs from history(stage)[row] for the rows rank_targets passes; evaluate
+    returns one entry per user (a list of its events' ranks) and the groups per event."""
+    import torch
+    from lib import metrics, train
+
+    ds = _long_ds(tmp_path)
+    sp = data.last_k_events(ds, 3)
+
+    class Last:                                               # scores every item by its id, plus the last item read
+        def eval(self):
+            return self
+
+        def full_sort_predict(self, batch):
+            seq = batch["item_seq"]
+            s = torch.arange(sp.n_items, dtype=torch.float).repeat(len(seq), 1)
+            s[torch.arange(len(seq)), seq[:, -1]] += 100.0
+            return s
+    res = train.evaluate_model(Last(), sp, max_len=4, stage="test")
+    assert len(res["ranks"]) == 3 and [len(r) for r in res["ranks"]] == [3, 1, 3]
+    assert res["overall"]["events"] == 7 and res["overall"]["users"] == 3
+    assert sum(res[g]["events"] for g in ("cold",)) == int(metrics.group_masks(sp)["cold"].sum())
+    c = metrics.compare(res, res, "HR@10")
+    assert c["n_users"] == 3 and c["diff"] == 0

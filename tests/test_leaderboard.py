@@ -1,29 +1,57 @@
-"""Notebook 08's reading of the results files: claims by id with the registry's paper effect, Holm over paper claims."""
+"""Notebook 08's reading of the results files: every registered claim by id (not run where no file decided it), the
+registry's paper effect, Holm over the fixed family."""
 import numpy as np
 import pytest
 
 from lib import claims, leaderboard, metrics
 
 
-def _decided(cid, shift, seed=0):
+def _pair(shift, n, seed=0):
     rng = np.random.default_rng(seed)
-    b = rng.integers(1, 60, 600)
-    return claims.decide(cid, np.maximum(1, b - shift), b)
+    b = rng.integers(1, 60, n)
+    return np.maximum(1, b - shift), b
 
 
-def test_claims_take_the_paper_effect_from_the_registry_and_adjust_paper_claims_only():
-    stale = {**_decided("02.cold", 3), "paper_effect": -0.2185, "size": "stale"}      # a file older than the registry
-    found = {"02_dual_view_fusion": {"claims": {"02.cold": stale, "02.gated_vs_id": _decided("02.gated_vs_id", 0),
-                                                "02.rarest_fifth": _decided("02.rarest_fifth", 5)}}}
+def _decided(cid, shift, seed=0):
+    return claims.decide(cid, *_pair(shift, 600, seed))
+
+
+def test_claims_take_the_paper_effect_from_the_registry_and_adjust_over_the_fixed_family():
+    stale = {**_decided("04.cold", 3), "paper_effect": -0.2185, "size": "stale"}      # a file older than the registry
+    found = {"04_intent_clusters": {"claims": {"04.cold": stale, "04.llmdirec_vs_id": _decided("04.llmdirec_vs_id", 0),
+                                               "04.partial_noise": _decided("04.partial_noise", 5)}}}
     rows = {r["id"]: r for r in leaderboard.claims(found)}
-    cold = rows["02.cold"]
-    assert cold["paper effect"] == claims.REGISTRY["02.cold"].effect
-    assert cold["size"] == metrics.size_of(stale, claims.REGISTRY["02.cold"].effect)["size"] != "stale"
-    # Holm over the two paper claims: the smaller p doubled; the diagnosis is not in the family
-    p = sorted([rows["02.cold"]["p"], rows["02.gated_vs_id"]["p"]])
-    assert min(rows["02.cold"]["p (Holm)"], rows["02.gated_vs_id"]["p (Holm)"]) == pytest.approx(min(1, 2 * p[0]))
-    assert rows["02.rarest_fifth"]["p (Holm)"] is None and rows["02.rarest_fifth"]["verdict (Holm)"] is None
-    assert rows["02.gated_vs_id"]["verdict (Holm)"] in ("negligible", "undecided")
+    assert list(rows) == list(claims.REGISTRY)                       # every registered claim, in registry order
+    cold = rows["04.cold"]
+    assert cold["paper effect"] == claims.REGISTRY["04.cold"].effect
+    assert cold["size"] == metrics.size_of(stale, claims.REGISTRY["04.cold"].effect)["size"] != "stale"
+    # Holm over the whole family (fixed by the registry); the claims that did not run count with p = 1
+    m = len(claims.family())
+    p = sorted([rows["04.cold"]["p"], rows["04.llmdirec_vs_id"]["p"]])
+    assert min(rows["04.cold"]["p (Holm)"], rows["04.llmdirec_vs_id"]["p (Holm)"]) == pytest.approx(min(1, m * p[0]))
+    assert rows["04.partial_noise"]["p (Holm)"] is None and rows["04.partial_noise"]["verdict (Holm)"] is None
+    assert rows["04.llmdirec_vs_id"]["verdict (Holm)"] in ("negligible", "undecided")
+    # a claim whose notebook did not run is there, "not run", in the family with p (Holm) 1
+    assert rows["06.hdrec_vs_sasrec"]["verdict"] == "not run" and rows["06.hdrec_vs_sasrec"]["p (Holm)"] == 1.0
+    assert rows["06.hdrec_vs_sasrec"]["verdict (Holm)"] == "not run" and rows["01.sasrec_vs_pop"]["verdict"] == "not run"
+
+
+def test_the_family_does_not_depend_on_which_notebooks_ran_and_holm_can_pass():
+    clear = claims.decide("04.llmdirec_vs_id", *_pair(3, 943))
+    assert clear["p_value"] < 1e-4
+    alone = {r["id"]: r for r in leaderboard.claims({"04_intent_clusters": {"claims": {"04.llmdirec_vs_id": clear}}})}
+    more = {r["id"]: r for r in leaderboard.claims({
+        "04_intent_clusters": {"claims": {"04.llmdirec_vs_id": clear}},
+        "07_deftrec_contrastive_diffusion": {"claims": {"07.bpr": _decided("07.bpr", 0)}}})}
+    assert alone["04.llmdirec_vs_id"]["p (Holm)"] == pytest.approx(more["04.llmdirec_vs_id"]["p (Holm)"])
+    assert alone["04.llmdirec_vs_id"]["verdict (Holm)"] == clear["verdict"] in ("holds", "partly")
+
+
+def test_a_replication_is_shown_but_kept_out_of_the_family():
+    dec = claims.decide("02.tail", *_pair(3, 600))
+    rows = {r["id"]: r for r in leaderboard.claims({"02_dual_view_fusion": {"claims": {"02.tail": dec}}})}
+    assert rows["02.tail"]["family"] == "replication of 04.tail" and rows["02.tail"]["p (Holm)"] is None
+    assert rows["04.tail"]["family"] == "in the family" and rows["04.tail"]["verdict"] == "not run"
 
 
 def test_a_verdict_that_loses_its_significance_after_holm_reads_undecided():
