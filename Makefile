@@ -70,8 +70,9 @@ bench: $(STAMP)      ## SASRec speed and quality as one JSON line
 # set-up (an output-stripping git filter such as nbstripout would hide the outputs from git but leave them in the
 # files, where the tests and the next `git pull` meet them). A copy is made once and then kept: your edits survive;
 # delete lab/NN_*.ipynb to get a fresh copy of a notebook (`make lab` says which sources changed since).
-lab: install         ## JupyterLab on working copies of the notebooks in lab/, with the "IntentLab (.venv)" kernel
-	$(PY) -m lib.run --lab
+LAB_ARGS ?=
+lab: install         ## JupyterLab on working copies of the notebooks in lab/, with the "IntentLab (.venv)" kernel (LAB_ARGS: JupyterLab's flags)
+	$(PY) -m lib.run --lab $(LAB_ARGS)
 
 clean:               ## executed notebooks, the site and pytest's cache (not lab/: your copies, not data/cache)
 	rm -rf runs/ site/ .pytest_cache

@@ -284,11 +284,12 @@ def lab_argv(root: Path = LAB) -> list[str]:
             f"--MappingKernelManager.default_kernel_name={default_kernel()}"]
 
 
-def lab(root: Path = LAB) -> None:
-    """`make lab`: working copies in `root` (lab_copies), then JupyterLab on them (this process becomes it)."""
+def lab(root: Path = LAB, extra=()) -> None:
+    """`make lab`: working copies in `root` (lab_copies), then JupyterLab on them (this process becomes it), with
+    `extra` flags for JupyterLab (`make lab LAB_ARGS="--port 8899"`; `--allow-root` in a container run as root)."""
     for note in lab_copies(root):
         print(f"[lib.run] {note}", flush=True)
-    argv = lab_argv(root)
+    argv = lab_argv(root) + list(extra)
     print(f"[lib.run] JupyterLab on the working copies in {root} (git-ignored; notebooks/ stays as committed)",
           flush=True)
     os.execv(argv[0], argv)
@@ -501,10 +502,12 @@ def main(argv=None) -> int:
                     help=f"Jupyter kernel (default: {KERNEL!r} where it runs this interpreter, else 'python3')")
     ap.add_argument("--progress", choices=("auto", "lines", "bar", "none"), default="auto",
                     help="a line per code cell, papermill's bar, or nothing (auto: the bar on a terminal)")
-    ap.add_argument("--lab", action="store_true", help="JupyterLab on working copies in lab/ (make lab)")
+    ap.add_argument("--lab", action="store_true",
+                    help="JupyterLab on working copies in lab/ (make lab); the arguments after it go to JupyterLab")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--lab" in argv:
+        lab(extra=argv[argv.index("--lab") + 1:])    # becomes JupyterLab: does not return
     a = ap.parse_args(argv)
-    if a.lab:
-        lab()                                         # becomes JupyterLab: does not return
     notebooks = find_notebooks(a.notebooks)          # every name checked before anything runs
     try:
         per_notebook = parameters_for(notebooks, dict(a.parameter), cli=True)

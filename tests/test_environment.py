@@ -88,7 +88,7 @@ def test_make_targets_run_what_they_say():
     assert recipe["run"] == "$(PY) -m lib.run all"
     assert recipe["lessons"] == "$(PY) -m lib.run lessons"
     assert recipe["evidence"] == "$(PY) -m lib.run evidence"
-    assert recipe["lab"] == "$(PY) -m lib.run --lab"
+    assert recipe["lab"] == "$(PY) -m lib.run --lab $(LAB_ARGS)"
     assert recipe["clean-cache"] == "rm -rf data/cache/"
     assert recipe["browser"] == "$(PY) -m lib.browser"
     assert (REPO / ".ci" / "run").read_text().strip().endswith("make test"), "CI runs the README's test command"
