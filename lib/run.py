@@ -146,7 +146,12 @@ def clock(seconds: float) -> str:
 def notebook_parameters(nb: Path) -> dict[str, str]:
     """{name: default as written} of a notebook's parameters cell, as papermill reads it (inspect_notebook)."""
     import papermill as pm
-    return {name: p["default"] for name, p in pm.inspect_notebook(str(nb)).items()}
+    try:
+        found = pm.inspect_notebook(str(nb))
+    except ValueError as e:                        # papermill: "No kernel name found in notebook ..."
+        raise ParameterError(f"cannot read the parameters of {nb}: {e} (`.venv/bin/python -c 'from lib import run; "
+                             f"run.set_kernelspec()'` names the IntentLab kernel in every notebook)") from None
+    return {name: p["default"] for name, p in found.items()}
 
 
 def _is_text(default: str) -> bool:
