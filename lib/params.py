@@ -3,6 +3,7 @@ validates every value through `check`; `defaults` and `snapshot` read the cell f
 from __future__ import annotations
 
 import numbers
+import os
 from pathlib import Path
 
 import torch
@@ -84,6 +85,10 @@ def check(*, dataset, seed, device, smoke, output_dir, choices: dict | None = No
     rules: (test, message) pairs for what ties parameters together (joint_updates <= batch_size): test() is called
     after every single value has passed, and a False raises ParamError(message).
     """
+    for name, value in (("dataset", dataset), ("output_dir", output_dir)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise ParamError(f"{name} must be text (a folder, or a dataset name for dataset), got {value!r} of type "
+                             f"{type(value).__name__}; quote it in the parameters cell ({name} = \"{value}\")")
     if not isinstance(smoke, bool):
         raise ParamError(f"smoke must be True or False, got {smoke!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -1,5 +1,7 @@
 """Shared fixtures. `smoke_results(stem)` runs a notebook once per test session under papermill with
-smoke=True into a temporary folder and returns its results JSON; tests of recorded results use it."""
+smoke=True into a temporary folder and returns its results JSON; tests of recorded results use it.
+A test that needs Chromium where there is none (lib.browser.ChromiumMissing) is skipped with the message that says
+how to install it, except where `make browser` could have installed it (root on Debian: CI), where it fails."""
 import json
 import os
 
@@ -8,6 +10,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    from lib import browser
+    try:
+        return (yield)
+    except browser.ChromiumMissing as e:
+        if browser.can_install():
+            raise browser.ChromiumMissing(f"{e} Here `make browser` installs it (make test runs it).") from None
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

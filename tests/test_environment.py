@@ -8,8 +8,13 @@ from lib.utils import REPO
 
 
 def pins_pyproject():
+    """(runtime pins, no-deps pins)."""
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
     return set(cfg["project"]["dependencies"]), set(cfg["tool"]["intentlab"]["no-deps"])
+
+
+def pins_test_extra():
+    return set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
 
 
 def pins_environment():
@@ -23,7 +28,7 @@ def pins_environment():
 def test_same_pins():
     deps, nodeps = pins_pyproject()
     pip, env_nodeps, py = pins_environment()
-    assert deps == pip
+    assert deps | pins_test_extra() == pip, "environment.yml installs the test extra too (a conda user runs the tests)"
     assert nodeps == env_nodeps
     assert py == "3.11"
     assert "torch==2.13.0" in deps
@@ -63,3 +68,28 @@ def test_wheel_check_asks_pip_for_a_dry_run_per_version(monkeypatch):
     assert wheelcheck.main(["3.12"]) == 0 and wheelcheck.main(["3.13"]) == 1
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert cfg["project"]["requires-python"] == ">=3.11,<3.14"
+
+
+def test_test_tools_are_an_extra_and_the_metadata_is_there():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {d.split("==")[0] for d in cfg["dependencies"]}
+    assert not runtime & {"pytest", "hypothesis", "playwright"}, "test tools are not runtime dependencies"
+    assert {d.split("==")[0] for d in cfg["optional-dependencies"]["test"]} == {"pytest", "hypothesis", "playwright"}
+    assert cfg["license"] and "Framework :: Jupyter" in cfg["classifiers"]
+    py = sorted(c.rsplit(" ", 1)[1] for c in cfg["classifiers"] if c.startswith("Programming Language :: Python :: 3."))
+    assert py == ["3.11", "3.12", "3.13"], "the classifiers name the versions requires-python allows"
+    make = (REPO / "Makefile").read_text()
+    assert '$(PY) -m pip install --quiet -e ".[test]"' in make and "test: $(TEST_STAMP)" in make
+
+
+def test_make_targets_run_what_they_say():
+    make = (REPO / "Makefile").read_text()
+    recipe = {m.group(1): m.group(2).strip() for m in re.finditer(r"^([a-z-]+):[^\n]*\n\t([^\n]+)", make, flags=re.M)}
+    assert recipe["run"] == "$(PY) -m lib.run all"
+    assert recipe["lessons"] == "$(PY) -m lib.run lessons"
+    assert recipe["evidence"] == "$(PY) -m lib.run evidence"
+    assert recipe["lab"] == "$(PY) -m lib.run --lab $(LAB_ARGS)"
+    assert recipe["clean-cache"] == "rm -rf data/cache/"
+    assert recipe["browser"] == "$(PY) -m lib.browser"
+    assert (REPO / ".ci" / "run").read_text().strip().endswith("make test"), "CI runs the README's test command"
+    assert "lab/" in (REPO / ".gitignore").read_text().split(), "make lab's working copies are ignored by git"

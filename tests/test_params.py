@@ -19,6 +19,10 @@ def test_valid_parameters_resolve():
     (dict(device="tpu"), r"unknown device 'tpu'; valid: 'auto', 'cpu'"),
     (dict(smoke="yes"), r"smoke must be True or False"),
     (dict(output_dir="notebooks"), r"executed copies never overwrite the sources"),
+    (dict(dataset=100), r"^dataset must be text .*got 100 of type int; quote it in the parameters cell "
+                        r"\(dataset = \"100\"\)$"),
+    (dict(output_dir=5), r"^output_dir must be text .*got 5 of type int"),
+    (dict(output_dir=None), r"^output_dir must be text .*got None"),
 ])
 def test_bad_common_parameters(change, match):
     with pytest.raises(params.ParamError, match=match):
