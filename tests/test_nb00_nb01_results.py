@@ -86,3 +86,18 @@ def test_lesson_01_exercise_check_passes_right_and_fails_wrong_answers():
     for name, fn in wrong.items():
         with pytest.raises(AssertionError, match="expected"):
             check(fn, ranks)
+
+
+def test_lesson_01_trains_with_the_library_schedule():
+    """Lesson 01 writes its fit arguments inline; they must be TRAIN_DEFAULTS (values and types: the cache key is
+    their JSON text), so the lesson, evidence 01 and notebook 03 read one seed-0 fit from data/cache."""
+    import ast
+
+    from lib.models.sasrec import TRAIN_DEFAULTS
+    nb = nbformat.read(run.NOTEBOOKS / "01_sasrec_baseline.ipynb", 4)
+    line = next(l for c in nb.cells if c.cell_type == "code" for l in c.source.splitlines()
+                if l.startswith("fit_args = dict("))
+    call = ast.parse(line).body[0].value
+    fit_args = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    assert fit_args == TRAIN_DEFAULTS
+    assert all(type(fit_args[k]) is type(v) for k, v in TRAIN_DEFAULTS.items())
