@@ -1,14 +1,19 @@
-"""Notebook 03's recorded smoke results, against loose bounds (the numbers come from a tiny run)."""
+"""Notebook 03's recorded smoke results (lesson and evidence), against loose bounds (the numbers come from a tiny
+run); and the check of the lesson's exercise, on right and wrong answers."""
 import math
 
+import nbformat
 import pytest
+import torch
+
+from lib import run
+from lib.diffusion import Scheduler
 
 STEM = "03_diffusion_trajectories"
+EVIDENCE = f"evidence/{STEM}"
 
 
-@pytest.mark.notebook
-def test_nb03_smoke_results(smoke_results):
-    r = smoke_results(STEM)
+def _check_common(r):
     assert r["smoke"] is True and r["seeds"] == [0]
     # ADARec's released configuration (linear 1e-4..0.02, T=50) at its deepest noise t=10 keeps ~99% of the signal
     a = r["adarec_code_max"]
@@ -31,7 +36,46 @@ def test_nb03_smoke_results(smoke_results):
     noise = runs["from pure noise"]
     assert partial["final"]["cos"] > noise["final"]["cos"] + 0.2, "a partial reverse keeps the user, pure noise not"
     assert all(math.isfinite(v) for v in r["seconds"].values())
+
+
+@pytest.mark.notebook
+def test_nb03_evidence_smoke_results(smoke_results):
+    r = smoke_results(EVIDENCE)
+    _check_common(r)
     cl = r["claims"]
     assert len(cl) == 3 and all(c["n_users"] == 943 and c["ci"][0] <= c["diff"] <= c["ci"][1] for c in cl.values())
     # a representation at the highest noise level cannot keep all of SASRec's accuracy in a tiny run
     assert cl["03.high_noise_keeps"]["diff"] < 0.05 and cl["03.high_noise_keeps"]["kind"] == "paper"
+
+
+@pytest.mark.notebook
+def test_nb03_lesson_smoke_results(smoke_results):
+    r = smoke_results(STEM)
+    _check_common(r)
+    assert r["claims"] == {}, "a lesson decides nothing: its claims live in evidence/03_diffusion_trajectories"
+    pc = r["posterior_check"]     # x_400 ~ q(x_400 | x_0) stepped back lands on q(x_399 | x_0)
+    assert abs(pc["mean"] - pc["want_mean"]) < 0.01 and abs(pc["var"] / pc["want_var"] - 1) < 0.02
+
+
+def _lesson_check():
+    nb = nbformat.read(run.NOTEBOOKS / f"{STEM}.ipynb", 4)
+    src = next(c.source for c in nb.cells if c.cell_type == "code" and c.source.startswith("def check_cosine_alpha_bar("))
+    ns = {"torch": torch, "math": math, "Scheduler": Scheduler}
+    exec(src.split("\n\n\nif ")[0], ns)
+    return ns["check_cosine_alpha_bar"]
+
+
+def test_lesson_03_exercise_check_passes_right_and_fails_wrong_answers():
+    check = _lesson_check()
+    f = lambda u: torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    right = lambda T: f((torch.arange(T, dtype=torch.float64) + 1) / T) / f(torch.tensor(0.0, dtype=torch.float64))
+    assert check(right) < 1e-6 and check(right, 50) < 1e-6
+    wrong = {"t instead of t + 1": (lambda T: f(torch.arange(T, dtype=torch.float64) / T) / f(torch.tensor(0.0)),
+                                    "t \\+ 1"),
+             "not normalised": (lambda T: f((torch.arange(T, dtype=torch.float64) + 1) / T), "f\\(0\\)"),
+             "not squared": (lambda T: right(T).sqrt(), "squared"),
+             "the linear schedule": (lambda T: Scheduler(T, "linear").alpha_bar, "max"),
+             "one value short": (lambda T: right(T)[:-1], "expected")}
+    for name, (fn, msg) in wrong.items():
+        with pytest.raises(AssertionError, match=msg):
+            check(fn)

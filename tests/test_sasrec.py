@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import data
-from lib.models.sasrec import SASRec, SelfAttention, attention_mask
+from lib.models.sasrec import SASRec, SelfAttention, attention_mask, attention_weights
 
 
 def tiny(**kw):
@@ -77,3 +77,25 @@ def test_dropout_is_inverted_and_off_in_eval():
     y = d.train()(x)
     assert set(y.unique().tolist()) <= {0.0, 2.0} and abs(y.mean().item() - 1) < 0.05
     assert torch.equal(d.eval()(x), x)
+
+
+def test_attention_weights_are_the_ones_the_forward_pass_uses():
+    """attention_weights recomputes Eq. 2's softmax: W_o(a @ V) with its weights is each block's attention output;
+    rows sum to 1, hidden keys (future, padding) get 0, and the model's train/eval mode is left as it was."""
+    torch.manual_seed(0)
+    m = tiny(dropout=0.0, attn_dropout=0.0)
+    seq = torch.tensor([[0, 0, 3, 1, 4, 1], [2, 6, 5, 3, 5, 8]])                          # (B=2, L=6)
+    m.train()
+    ws = attention_weights(m, seq)
+    assert m.training and len(ws) == len(m.blocks)
+    m.eval()
+    h, mask = m.embed(seq), attention_mask(seq)
+    for block, a in zip(m.blocks, ws):
+        B, L, D = h.shape
+        assert a.shape == (B, m.n_heads, L, L)
+        assert torch.allclose(a.sum(-1), torch.ones(B, m.n_heads, L))
+        assert (a[mask.unsqueeze(1).expand_as(a)] == 0).all()
+        v = block.attn.W_qkv(h).view(B, L, 3, m.n_heads, -1).permute(2, 0, 3, 1, 4)[2]      # (B, H, L, d)
+        out = block.attn.W_o((a @ v).transpose(1, 2).reshape(B, L, D))
+        assert torch.allclose(out, block.attn(h, mask), atol=1e-6)
+        h = block(h, mask)

@@ -134,6 +134,27 @@ class SASRec(nn.Module):
         return h @ E.T
 
 
+@torch.no_grad()
+def attention_weights(model: SASRec, item_seq: torch.Tensor) -> list[torch.Tensor]:
+    """Per block, the (B, H, L, L) attention weights softmax(Q K^T / sqrt(d)) of SASRec Eq. 2 (hidden keys get 0),
+    as the model computes them in eval mode (no dropout); row i says how much query position i reads each key.
+    For looking inside a trained model (lesson 01); the forward pass itself never keeps them."""
+    was_training = model.training
+    model.eval()
+    h = model.embed(item_seq)                                                            # (B, L, D)
+    mask = attention_mask(item_seq)                                                      # (B, L, L)
+    out = []
+    for block in model.blocks:
+        attn = block.attn
+        B, L, D = h.shape
+        q, k, _ = attn.W_qkv(h).view(B, L, 3, attn.n_heads, attn.d).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, d)
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(attn.d)).masked_fill(mask.unsqueeze(1), -math.inf)
+        out.append(scores.softmax(-1))                                                   # (B, H, L, L)
+        h = block(h, mask)
+    model.train(was_training)
+    return out
+
+
 # The configuration notebook 01 and `make bench` use, chosen on the validation split only (see notebook 01). Every
 # notebook that builds a SASRec-style encoder starts from these and changes what it changes in its parameters cell.
 DEFAULTS = dict(
