@@ -167,3 +167,28 @@ def test_fusion_starts_without_a_shared_offset():
     f = Fusion("gated", D, d_text)
     e, a = f(torch.zeros(3, D), torch.zeros(3, d_text))
     assert torch.equal(a, torch.zeros(3, D)) and torch.equal(f.last_gamma, torch.full((3, D), 0.5))
+
+
+def test_gamma_override_forces_the_mix_and_none_is_the_learned_gate():
+    torch.manual_seed(0)
+    f = Fusion("gated", D, d_text)
+    e_id, e_llm = torch.randn(N, D), torch.randn(N, d_text)
+    learned, a = f(e_id, e_llm)
+    for g in (0.0, 0.3, 1.0):
+        f.gamma_override = g
+        e, a_g = f(e_id, e_llm)
+        assert torch.allclose(e, g * e_id + (1 - g) * a) and torch.allclose(a_g, a)
+        assert torch.allclose(f.last_gamma, torch.full((N, D), g))
+    f.gamma_override = None
+    assert torch.equal(f(e_id, e_llm)[0], learned)            # back to the learned gate, the same numbers
+
+
+def test_cache_key_names_every_setting():
+    from lib.models.fusion import cache_key
+    k = cache_key("ml-100k", "gated", 0.1, "all-MiniLM-L6-v2", hidden=64, max_len=50)
+    assert k == {"model": "FusionSASRec", "dataset": "ml-100k", "variant": "gated", "lambda_align": 0.1,
+                 "text_model": "all-MiniLM-L6-v2", "hidden": 64, "max_len": 50}
+    assert cache_key("ml-100k", "gated", 1, "m") == cache_key("ml-100k", "gated", 1.0, "m")   # 1 and 1.0: one fit
+    assert cache_key("ml-100k", "gated", 0.1, "m") != cache_key("ml-100k", "gated", 0.3, "m")
+    with pytest.raises(ValueError, match="valid variants"):
+        cache_key("ml-100k", "gatd", 0.1, "m")

@@ -1,16 +1,111 @@
-"""Notebook 04's smoke results: the recorded numbers exist, have the right shape and lie in sane bounds."""
+"""Notebook 04: the lesson (one seed, no claims) and the evidence notebook (claims, seeds, ablations, section 4b) at
+smoke sizes; the lesson's rules, its exercise check and the evidence notebook's refusal of another dataset's rows,
+without running the notebooks."""
+import ast
+import json
 import math
+import re
 
 import pytest
+import torch
+import torch.nn.functional as F
 
-from lib import metrics
+from lib import intents, metrics, run
 
-STEM = "04_intent_clusters"
+LESSON, EVIDENCE = "04_intent_clusters", "evidence/04_intent_clusters"
+
+
+def _cells(stem):
+    return json.loads((run.NOTEBOOKS / f"{stem}.ipynb").read_text())["cells"]
+
+
+def notebook_function(stem, name, namespace):
+    """The function `name` defined in a code cell of the notebook, compiled into `namespace`."""
+    for c in _cells(stem):
+        if c["cell_type"] != "code":
+            continue
+        for node in ast.parse("".join(c["source"])).body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                exec(compile(ast.Module([node], type_ignores=[]), stem, "exec"), namespace)
+                return namespace[name]
+    raise AssertionError(f"{stem} defines no function {name}")
+
+
+def test_lesson_rules():
+    cells = _cells(LESSON)
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert not re.search(r"claims\.decide|decide_all|metrics\.compare\(", code), "a lesson decides no claim"
+    par = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    assert len(re.findall(r"^\w+\s*=", "".join(par["source"]), flags=re.M)) <= 12
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "## Summary" in text and "## Exercises" in text and "(evidence/04_intent_clusters.ipynb)" in text
+    assert "Interactive intent clusters" in text and "explore.intent_scatter(" in code
+    assert "[lesson 04](../04_intent_clusters.ipynb)" in "".join(_cells(EVIDENCE)[0]["source"])
+
+
+def test_info_nce_exercise_check_passes_a_right_answer_and_names_the_common_mistakes():
+    check = notebook_function(LESSON, "check_info_nce", {"torch": torch, "F": F, "intents": intents})
+    torch.manual_seed(0)
+    z_i, z_j, tau = torch.randn(6, 4), torch.randn(6, 4), 0.2
+
+    def right(z_i, z_j, tau):
+        z = F.normalize(torch.cat([z_i, z_j]), dim=-1)
+        n2 = len(z)
+        S = (z @ z.T / tau).masked_fill(torch.eye(n2, dtype=torch.bool), float("-inf"))
+        return F.cross_entropy(S, (torch.arange(n2) + n2 // 2) % n2)
+    assert check(right, z_i, z_j, tau)
+
+    def no_tau(z_i, z_j, tau):
+        return right(z_i, z_j, 1.0)
+
+    def no_mask(z_i, z_j, tau):
+        z = F.normalize(torch.cat([z_i, z_j]), dim=-1)
+        return F.cross_entropy(z @ z.T / tau, (torch.arange(len(z)) + len(z) // 2) % len(z))
+
+    def dot(z_i, z_j, tau):                          # no normalisation: dot products instead of cosines
+        z = torch.cat([z_i, z_j])
+        S = (z @ z.T / tau).masked_fill(torch.eye(12, dtype=torch.bool), float("-inf"))
+        return F.cross_entropy(S, (torch.arange(12) + 6) % 12)
+
+    def half(z_i, z_j, tau):
+        z = F.normalize(torch.cat([z_i, z_j]), dim=-1)
+        S = (z @ z.T / tau).masked_fill(torch.eye(12, dtype=torch.bool), float("-inf"))
+        return F.cross_entropy(S[:6], torch.arange(6) + 6)
+    for fn, hint in ((no_tau, "tau"), (no_mask, "diagonal"), (dot, "normalise"), (half, "2N views"),
+                     (lambda z_i, z_j, tau: right(z_i, z_j, tau) + 0.1, "expected")):
+        with pytest.raises(AssertionError, match=hint):
+            check(fn, z_i, z_j, tau)
+
+
+def test_evidence_refuses_results_of_another_dataset_or_kind_of_run():
+    same_run = notebook_function(EVIDENCE, "same_run", {"smoke": False, "dataset": "ml-100k"})
+    ok = {"smoke": False, "provenance": {"params": {"dataset": "ml-100k"}}}
+    assert same_run(ok)
+    assert not same_run(None)
+    assert not same_run({**ok, "provenance": {"params": {"dataset": "data/other"}}})    # another dataset: retrain
+    assert not same_run({**ok, "smoke": True})                                          # a smoke run's rows
+    assert not same_run({"smoke": False})                                                # no provenance params
 
 
 @pytest.mark.notebook
-def test_nb04_smoke_results(smoke_results):
-    res = smoke_results(STEM)
+def test_nb04_lesson_smoke_results(smoke_results):
+    res = smoke_results(LESSON)
+    assert res["smoke"] is True and "claims" not in res
+    assert set(res["methods"]) == {"Pop", "SASRec", "LLMDiRec"}
+    assert all(len(m["runs"]) == 1 for m in res["methods"].values())
+    for name, m in res["methods"].items():
+        o = m["runs"][0]["overall"]
+        assert 0 <= o["NDCG@10"] <= o["HR@10"] <= 1, name
+    assert set(res["silhouette"]) == {"SASRec (lesson 01)", "LLMDiRec"}
+    assert all(-1 <= v <= 1 for v in res["silhouette"].values())
+    assert sum(res["intent_sizes_test"]) == 943 and len(res["intent_sizes_test"]) == res["K"]
+    for w, g in res["guidance"].items():
+        assert 0 <= g["intent kept"] <= 1 and g["spread of a user's draws / spread of h"] >= 0, w
+
+
+@pytest.mark.notebook
+def test_nb04_evidence_smoke_results(smoke_results):
+    res = smoke_results(EVIDENCE)
     assert res["smoke"] is True and res["seeds"] == [0, 1]        # two seeds: the multi-seed paths run
     # augmentations start from real noise: the recorded schedule's first sampling step has alpha_bar ~ 0
     from lib import diffusion
@@ -54,3 +149,7 @@ def test_nb04_smoke_results(smoke_results):
     # recent-window intents are sticky: far more often kept than a uniform assignment (1/K) would
     assert scratch["stay_probability"] > 2 / K
     assert all(math.isfinite(v) and v >= 0 for v in res["timings"].values())
+    # notebook 01's SASRec beside every claim against a 20-epoch baseline, when its results were there
+    if res["vs_sasrec01"]:
+        assert {"04.llmdirec_vs_id", "04.llmdirec_vs_sasrec", "04.tail", "04.cold"} == set(res["vs_sasrec01"])
+        assert all(cl[cid]["note"] for cid in res["vs_sasrec01"])

@@ -28,6 +28,13 @@ from lib.models.sasrec import SASRec, next_item_loss
 VARIANTS = ("gated", "concat", "weighted", "cross_attention", "id_only", "text_only")
 
 
+def cache_key(dataset: str, variant: str, lambda_align: float, text_model: str, **backbone) -> dict:
+    """The `train.fit_cached` key of a FusionSASRec: lesson 02 and its evidence notebook build it alike, so a fit
+    with the same settings (and seed and schedule, which fit_cached adds) is trained once."""
+    return {"model": "FusionSASRec", "dataset": dataset, "variant": check_variant(variant),
+            "lambda_align": float(lambda_align), "text_model": str(text_model), **backbone}
+
+
 def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown fusion variant {variant!r}; valid variants are {', '.join(VARIANTS)}")
@@ -67,6 +74,7 @@ class Fusion(nn.Module):
         self.variant, self.hidden = check_variant(variant), hidden
         self.adapter = Adapter(d_text, hidden)
         self.last_gamma: torch.Tensor | None = None
+        self.gamma_override: float | None = None      # gated only: a constant gamma in [0, 1] instead of the learned
         if variant == "gated":
             self.W = nn.Linear(2 * hidden, hidden)                   # gamma = sigmoid(W [e_id ; a])
         elif variant == "concat":
@@ -94,6 +102,8 @@ class Fusion(nn.Module):
         if v == "gated":
             # LLMDiRec 3.1: gamma = sigma(W [e_id ; Adapter(e_llm)])
             gamma = torch.sigmoid(self.W(torch.cat([e_id, a], -1)))   # (N, D)
+            if self.gamma_override is not None:                       # lesson 02's widget: a forced mix
+                gamma = torch.full_like(gamma, float(self.gamma_override))
             self.last_gamma = gamma.detach()
             # LLMDiRec 3.1: e = gamma * e_id + (1 - gamma) * Adapter(e_llm)
             e = gamma * e_id + (1 - gamma) * a
