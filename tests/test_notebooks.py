@@ -42,6 +42,26 @@ def test_source_is_clean_and_parameterized(stem):
     assert "params.check(" in first_code.source, f"{stem}: first code cell after parameters validates them"
 
 
+LESSONS = [run.stem_of(p) for p in run.lessons() if p.name[:2] in ("01", "02", "03", "04", "05", "06", "07")]
+
+
+@pytest.mark.parametrize("stem", LESSONS)
+def test_a_lesson_teaches_and_decides_nothing(stem):
+    """Issue 35: a lesson has at most 12 parameters, calls no claims.decide / decide_all / metrics.compare, ends with a
+    Summary and Exercises, and links to its evidence notebook, which exists."""
+    import re
+    nb = nbformat.read(run.NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    par = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = re.findall(r"^([A-Za-z_]\w*)\s*=", par.source, flags=re.M)
+    assert len(names) <= 12, f"{stem} is a lesson with {len(names)} parameters (at most 12): {names}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert not re.search(r"claims\.decide|decide_all|metrics\.compare\(", code), f"{stem} decides claims"
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Summary" in md and "## Exercises" in md, f"{stem} needs '## Summary' and '## Exercises'"
+    assert f"evidence/{stem}.ipynb" in md, f"{stem} links to its evidence notebook"
+    assert (run.NOTEBOOKS / "evidence" / f"{stem}.ipynb").is_file()
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_notebook_smoke(stem, smoke_results, smoke_dir):
