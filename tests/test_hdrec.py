@@ -479,3 +479,28 @@ def test_probe_sample_pairs_read_states_with_sasrec_states(tok):
     b = m.prompts.seq_text([train[0][-4:-1]], [train[0][-3:]])
     assert torch.allclose(h[:3], m.read_states(b)[0], atol=1e-5)
     assert torch.equal(s[:8], s[8:])                             # the ID prompts' states pair with the same s
+
+
+def test_redraw_lora_draws_a_seeds_A_and_zeroes_B(tok):
+    """evidence 06's seeds: every A redrawn from the seed alone (Kaiming-uniform bound 1/sqrt(d_in)), every B 0, so
+    the model computes the base model's function; the base weights untouched; the same seed the same draw."""
+    m = tiny_model(tok)                                  # tiny_model sets B != 0
+    text_b, _, _ = batches(m)
+    base = {n: p.detach().clone() for n, p in llm.base_parameters(m.llm).items()}
+    hdrec.redraw_lora(m.llm, 1)
+    A1 = {n: p.detach().clone() for n, p in m.llm.named_parameters() if "lora_A" in n}
+    assert A1 and all(not p.any() for n, p in m.llm.named_parameters() if "lora_B" in n)
+    assert all(p.abs().max() <= 1 / p.shape[1] ** 0.5 for p in A1.values())
+    assert all(torch.equal(base[n], p) for n, p in llm.base_parameters(m.llm).items())
+    hdrec.redraw_lora(m.llm, 2)
+    assert not any(torch.equal(A1[n], p) for n, p in m.llm.named_parameters() if "lora_A" in n)
+    hdrec.redraw_lora(m.llm, 1)
+    assert all(torch.equal(A1[n], p) for n, p in m.llm.named_parameters() if "lora_A" in n)
+    # B = 0: both adapters read the same states as the base model
+    m.eval()
+    m.set_phase("text")
+    h_text = m.read_states(text_b)
+    m.set_phase("id")
+    assert torch.allclose(h_text, m.read_states(text_b), atol=1e-6)
+    with m.llm.disable_adapter():
+        assert torch.allclose(h_text, m.read_states(text_b), atol=1e-6)

@@ -247,6 +247,21 @@ def log_prior(counts) -> torch.Tensor:
     return (c / c.sum()).log().float()
 
 
+@torch.no_grad()
+def redraw_lora(peft_model, seed: int) -> None:
+    """Draw every LoRA matrix of every adapter afresh as peft draws it at creation, from `seed` alone: A
+    Kaiming-uniform (bound 1 / sqrt(fan_in), as nn.init.kaiming_uniform_ with a = sqrt(5)), B = 0. So the adapted
+    model computes what the base model computes, and a training run of another seed starts from other A matrices
+    (evidence 06's seeds). The base model is not touched."""
+    g = torch.Generator().manual_seed(int(seed))
+    for name, p in sorted(peft_model.named_parameters(), key=lambda kv: kv[0]):
+        if "lora_A" in name:
+            bound = 1.0 / p.shape[1] ** 0.5                                           # (r, d_in): fan_in = d_in
+            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1).mul_(bound).to(p.device, p.dtype))
+        elif "lora_B" in name:
+            p.zero_()
+
+
 # --------------------------------------------------------------------------- losses
 def ce_loss(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Eq. 2 / 4 / 5: cross-entropy of the next item at every read position with a target (mean, not sum)."""
@@ -263,6 +278,37 @@ def kl(z_p: torch.Tensor, z_q: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     log_p = F.log_softmax(z_p.detach()[keep], -1)                                     # (N, n_items)
     log_q = F.log_softmax(z_q[keep], -1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+def check_kl_answer(my_kl) -> str:
+    """Lesson 06's exercise: `my_kl(z_other, z_self, targets)` must be the text phase's KL term of Eq. 9,
+    D_KL(softmax(z_other) || softmax(z_self)) averaged over the read positions with a target, with z_other DETACHED.
+    Raises AssertionError naming the mistake (direction, the missing stop-gradient, padding or a sum instead of a
+    mean); returns a short confirmation when right."""
+    g = torch.Generator().manual_seed(0)
+    z_o = torch.randn(2, 3, 7, generator=g).mul_(2).requires_grad_(True)              # (B, K, n_items)
+    z_s = torch.randn(2, 3, 7, generator=g).mul_(2).requires_grad_(True)
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0]])                                      # one padded position
+    want = kl(z_o, z_s, targets)
+    got = my_kl(z_o, z_s, targets)
+    assert torch.is_tensor(got) and got.dim() == 0, f"return one scalar tensor, got {type(got).__name__} {getattr(got, 'shape', '')}"
+    if not torch.allclose(got, want, atol=1e-5):
+        if torch.allclose(got, kl(z_s, z_o, targets), atol=1e-5):
+            raise AssertionError("the direction is reversed: Eq. 9 is D_KL(z_id || z_text), the OTHER adapter's "
+                                 "distribution first (p), the adapter being trained second (q)")
+        keep = targets > 0
+        p, q = F.softmax(z_o.detach(), -1), F.log_softmax(z_s, -1)
+        per_pos = (p * (p.log() - q)).sum(-1)                                           # (B, K)
+        if torch.allclose(got, per_pos.mean(), atol=1e-5):
+            raise AssertionError("the padded position (target 0) is counted: average over positions with a target")
+        if torch.allclose(got, per_pos[keep].sum(), atol=1e-5):
+            raise AssertionError("a sum over positions: Eq. 9 averages over the read positions (1 / |S_u|)")
+        raise AssertionError(f"not D_KL(softmax(z_other) || softmax(z_self)): got {got.item():.4f}, want {want.item():.4f}")
+    got.backward()
+    assert z_o.grad is None or not z_o.grad.any(), \
+        "the gradient reaches z_other: detach it (stop-gradient, Algorithm 1 lines 13 and 21)"
+    assert z_s.grad is not None and z_s.grad.abs().sum() > 0, "no gradient reaches z_self: it is what this phase trains"
+    return f"right: D_KL = {want.item():.4f} on the check's logits, and only z_self gets a gradient"
 
 
 # --------------------------------------------------------------------------- inference fusion (section 3.5)
