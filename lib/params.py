@@ -17,11 +17,11 @@ class ParamError(ValueError):
 
 
 # Named sets of a notebook's parameters, by notebook stem; a preset's values replace the parameters cell's.
-# 06 "laptop" changes nothing (the cell's defaults are sized for 2 CPU cores and 25 minutes). 06 "paper-scale" moves
+# evidence 06 "laptop" changes nothing (the cell's defaults are sized for 2 CPU cores and 25 minutes). 06 "paper-scale" moves
 # toward the paper (HDRec Table 2: batch 10, lr 1.5e-4, whole sequences, every user, the whole model); on 2 CPU cores
 # it costs days (the notebook prints its estimate), so it is meant for a GPU (device="cuda").
 PRESETS = {
-    "06_hdrec_dual_lora": {
+    "evidence/06_hdrec_dual_lora": {
         "laptop": {},
         "paper-scale": dict(llm_layers=None, title_words=None, L=20, batch_size=10, steps=1000, n_train_users=943,
                             n_eval_users=943, lr_lora=1.5e-4, lr_head=1e-3),

@@ -78,7 +78,7 @@ def test_integers_fractions_flags_and_rules():
 
 
 def test_apply_preset_sets_the_notebooks_parameters():
-    stem = "06_hdrec_dual_lora"
+    stem = "evidence/06_hdrec_dual_lora"
     names = set(params.defaults(stem))
     for name, values in params.PRESETS[stem].items():
         assert set(values) <= names, (name, set(values) - names)
@@ -87,7 +87,7 @@ def test_apply_preset_sets_the_notebooks_parameters():
     set_ = params.apply_preset(ns, stem, "paper-scale")
     assert ns["llm_layers"] is None and ns["steps"] >= 1000 and ns["L"] == 20 and set_ == params.PRESETS[stem]["paper-scale"]
     assert ns["seed"] == 0 and ns["lam"] == params.defaults(stem)["lam"], "the others are left alone"
-    with pytest.raises(params.ParamError, match=r"unknown preset 'gpu' for 06_hdrec_dual_lora; valid values are "
+    with pytest.raises(params.ParamError, match=r"unknown preset 'gpu' for evidence/06_hdrec_dual_lora; valid values are "
                                                 r"'laptop', 'paper-scale'"):
         params.apply_preset(ns, stem, "gpu")
     with pytest.raises(params.ParamError, match=r"this notebook has no presets"):
@@ -95,6 +95,6 @@ def test_apply_preset_sets_the_notebooks_parameters():
 
 
 def test_a_preset_naming_no_parameter_is_refused(monkeypatch):
-    monkeypatch.setitem(params.PRESETS, "06_hdrec_dual_lora", {"typo": {"stepz": 3}})
+    monkeypatch.setitem(params.PRESETS, "evidence/06_hdrec_dual_lora", {"typo": {"stepz": 3}})
     with pytest.raises(params.ParamError, match=r"sets \['stepz'\], which are not parameters"):
-        params.apply_preset({}, "06_hdrec_dual_lora", "typo")
+        params.apply_preset({}, "evidence/06_hdrec_dual_lora", "typo")
