@@ -297,7 +297,9 @@ def test_kernel_choice_falls_back_saying_why(monkeypatch):
     specs["python3"] = KernelSpec(argv=["/usr/bin/python3", "-m", "ipykernel_launcher"], display_name="Python 3")
     name, why = run.kernel_choice()
     assert name == "python3" and "'intentlab' is not registered (`make install` registers it)" in why
-    assert "'python3' runs /usr/bin/python3" in why
+    assert "running the notebooks on 'python3' (/usr/bin/python3)" in why
+    specs["python3"] = KernelSpec(argv=["python", "-m", "ipykernel_launcher"])     # jupyter_client's native spec
+    assert f"on 'python3' ({sys.executable})" in run.kernel_choice()[1], "jupyter_client runs 'python' as this one"
     specs["intentlab"] = KernelSpec(argv=["/elsewhere/.venv/bin/python", "-m", "ipykernel_launcher"])
     name, why = run.kernel_choice()
     assert name == "python3" and "runs /elsewhere/.venv/bin/python, not this checkout's" in why
