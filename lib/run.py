@@ -217,7 +217,9 @@ def kernel_choice() -> tuple[str, str | None]:
 
     ksm = KernelSpecManager()
     try:
-        fallback = f"'python3' runs {ksm.get_kernel_spec('python3').argv[0]}"
+        python3 = ksm.get_kernel_spec("python3").argv[0]
+        here = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+        fallback = f"'python3' ({sys.executable})" if python3 in here else f"'python3' ({python3})"
     except NoSuchKernel:
         fallback = "'python3'"
     try:

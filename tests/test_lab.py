@@ -153,7 +153,7 @@ def test_make_lab_leaves_notebooks_clean(tmp_path):
     the IntentLab kernel; notebooks/ is byte for byte as before and git sees no change there."""
     browser.chromium_path() or pytest.skip(browser.missing_message())
     if run.kernel_choice()[0] != run.KERNEL:
-        pytest.skip(f"{run.kernel_choice()[1]}; `make kernel` (make test runs it) registers it")
+        pytest.skip(run.kernel_choice()[1])                          # make test registers it (make kernel)
     before, status = _sources(), _git_status_notebooks()
     root = tmp_path / "lab"
     run.lab_copies(root)

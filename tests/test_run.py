@@ -38,8 +38,8 @@ def test_cli_parses_parameters(monkeypatch):
     seen = {}
     monkeypatch.setattr(run, "run", lambda names, params, output_dir, **kw: seen.update(
         names=names, params=params, output_dir=output_dir))
-    run.main(["01", "-p", "smoke", "True", "-p", "epochs", "3", "--output-dir", "/tmp/x"])
-    assert seen == {"names": ["01_sasrec_baseline"], "params": {"smoke": True, "epochs": 3}, "output_dir": "/tmp/x"}
+    run.main(["01", "-p", "smoke", "True", "-p", "seed", "3", "--output-dir", "/tmp/x"])
+    assert seen == {"names": ["01_sasrec_baseline"], "params": {"smoke": True, "seed": 3}, "output_dir": "/tmp/x"}
 
 
 def test_main_reports_a_failure_briefly_goes_on_and_exits_nonzero(monkeypatch, capsys, tmp_path):
@@ -102,29 +102,35 @@ def no_kernel(monkeypatch):
 
 
 def test_unknown_parameter_is_refused_naming_it_and_the_closest(no_kernel, capsys, tmp_path):
-    assert run.main(["01", "-p", "smoke", "True", "-p", "epochz", "5", "--output-dir", str(tmp_path)]) == 2
+    nb = run.find_notebooks(["01"])[0]
+    name = max(run.notebook_parameters(nb), key=len)                    # 01's longest parameter name, misspelt
+    typo = name[:-1] + ("z" if name[-1] != "z" else "y")
+    assert run.main(["01", "-p", "smoke", "True", "-p", typo, "5", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "unknown parameter 'epochz'" in err and "01_sasrec_baseline" in err and "did you mean 'epochs'?" in err
+    assert f"unknown parameter {typo!r}: the parameters cell of 01_sasrec_baseline does not define it" in err, err
+    assert "did you mean" in err and f"{name!r}" in err.split("did you mean")[1].split("?")[0], err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert run.main(["00", "-p", "epochz", "5"]) == 2                   # 00 has no epochs: its names are listed
+    assert run.main(["00", "-p", "epochz", "5"]) == 2                   # no name close to it: 00's names are listed
     err = capsys.readouterr().err
     assert "unknown parameter 'epochz'" in err and "its parameters: dataset, device" in err
-    with pytest.raises(run.ParameterError, match="unknown parameter 'lrr'.*did you mean 'lr'"):
-        run.run(["01"], {"lrr": 0.1}, output_dir=str(tmp_path))
+    with pytest.raises(run.ParameterError, match=f"unknown parameter {typo!r}.*did you mean.*{name!r}"):
+        run.run(["01"], {typo: 0.1}, output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_several_notebooks_a_name_one_of_them_defines_goes_to_it_alone(no_kernel, capsys):
     nbs = run.all_notebooks()
-    per = run.parameters_for(nbs, {"epochs": "3", "smoke": "True"}, cli=True)
-    has = {run.stem_of(nb) for nb in nbs if "epochs" in run.notebook_parameters(nb)}
-    assert has and len(has) < len(nbs)
+    defined = {nb: run.notebook_parameters(nb) for nb in nbs}
+    some = sorted({n for d in defined.values() for n in d} - set.intersection(*(set(d) for d in defined.values())))
+    name = max(some, key=len)                                           # a name some notebooks define, not all
+    per = run.parameters_for(nbs, {name: "3", "smoke": "True"}, cli=True)
     for nb in nbs:
         assert per[nb].get("smoke") is True, "every notebook defines smoke"
-        assert ("epochs" in per[nb]) == (run.stem_of(nb) in has) and per[nb].get("epochs", 3) == 3
-    with pytest.raises(run.ParameterError, match=r"none of the \d+ notebooks named defines it; did you mean 'epochs' "
-                                                 r"\(01_sasrec_baseline"):
-        run.parameters_for(nbs, {"epochz": "3"}, cli=True)
+        assert (name in per[nb]) == (name in defined[nb])
+    first = next(run.stem_of(nb) for nb in nbs if name in defined[nb])
+    with pytest.raises(run.ParameterError, match=rf"none of the \d+ notebooks named defines it; did you mean .*"
+                                                 rf"{name!r} \({first}"):
+        run.parameters_for(nbs, {name[:-1] + ("z" if name[-1] != "z" else "y"): "3"}, cli=True)
 
 
 def test_text_parameters_keep_their_text(no_kernel):
@@ -291,7 +297,9 @@ def test_kernel_choice_falls_back_saying_why(monkeypatch):
     specs["python3"] = KernelSpec(argv=["/usr/bin/python3", "-m", "ipykernel_launcher"], display_name="Python 3")
     name, why = run.kernel_choice()
     assert name == "python3" and "'intentlab' is not registered (`make install` registers it)" in why
-    assert "'python3' runs /usr/bin/python3" in why
+    assert "running the notebooks on 'python3' (/usr/bin/python3)" in why
+    specs["python3"] = KernelSpec(argv=["python", "-m", "ipykernel_launcher"])     # jupyter_client's native spec
+    assert f"on 'python3' ({sys.executable})" in run.kernel_choice()[1], "jupyter_client runs 'python' as this one"
     specs["intentlab"] = KernelSpec(argv=["/elsewhere/.venv/bin/python", "-m", "ipykernel_launcher"])
     name, why = run.kernel_choice()
     assert name == "python3" and "runs /elsewhere/.venv/bin/python, not this checkout's" in why
