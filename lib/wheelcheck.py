@@ -25,9 +25,10 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 
 def pins() -> tuple[list[str], list[str]]:
-    """(the pinned dependencies, the no-deps packages) of pyproject.toml."""
+    """(the pinned dependencies with those of every extra, such as `test`; the no-deps packages) of pyproject.toml."""
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return list(meta["project"]["dependencies"]), list(meta["tool"]["intentlab"]["no-deps"])
+    extras = [d for ds in meta["project"].get("optional-dependencies", {}).values() for d in ds]
+    return list(meta["project"]["dependencies"]) + extras, list(meta["tool"]["intentlab"]["no-deps"])
 
 
 def pip_dry_run(version: str, packages: list[str], no_deps: bool) -> subprocess.CompletedProcess:
