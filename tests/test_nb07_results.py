@@ -112,3 +112,16 @@ def test_nb07_the_llm_pass_cache_is_named_in_one_place():
     for stem in (LESSON, STEM):
         src = "\n".join(c.source for c in nbformat.read(run.NOTEBOOKS / f"{stem}.ipynb", as_version=4).cells)
         assert "deftrec_train.cached_llm_pass(" in src and "cache_file(" not in src, stem
+
+
+def test_nb07_lesson_and_evidence_share_the_llm_pass_at_their_defaults():
+    """The evidence notebook's LLM settings default to deftrec_train.LLM_DEFAULTS, which the lesson uses: at the
+    defaults both ask cached_llm_pass for the same key, so the pass runs once for the two."""
+    import papermill as pm
+
+    from lib.models import deftrec_train
+    ev = {k: v["default"] for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / f"{STEM}.ipynb")).items()}
+    les = {k: v["default"] for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / f"{LESSON}.ipynb")).items()}
+    for k, v in deftrec_train.LLM_DEFAULTS.items():
+        assert float(ev[k]) == float(v), k
+    assert float(les["K"]) == float(ev["K"]) and float(les["rho"]) == float(ev["rho"])
