@@ -441,3 +441,72 @@ def test_bf16_runs_the_decoder_in_bfloat16_and_keeps_float32_outside(tiny, monke
     assert seen == [torch.float32, torch.bfloat16, torch.bfloat16], "the decoder's matmuls run in bfloat16 only when asked"
     assert h16.dtype == torch.float32 and loss.dtype == torch.float32
     assert not torch.equal(h16, h32) and torch.allclose(h16, h32, atol=0.1, rtol=0.05), "rounding, not another model"
+
+
+# --------------------------------------------------------------------------- what the lesson and evidence share
+def test_genre_tables_label_each_item_by_its_least_common_genre():
+    genres = [[], ["Drama", "Romance"], ["Drama"], ["unknown"], ["Comedy", "Drama"]]
+    G, lab, IG = deftrec.genre_tables(genres)
+    assert G == ["Comedy", "Drama", "Romance"]                      # 'unknown' labels nothing
+    # shares: Drama 3/4, Comedy 1/4, Romance 1/4 -> item 1 'Romance', item 2 'Drama', item 4 'Comedy'
+    assert lab.tolist() == [-1, 2, 1, -1, 0]
+    assert IG.tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]]
+
+
+def test_windows_give_training_prompts_then_valid_and_test():
+    seqs = [np.array([1, 2, 3, 4, 5]), np.array([2, 3, 4, 6])]
+    sp = data.Split(train=[s[:-2] for s in seqs], valid=np.array([s[-2] for s in seqs]),
+                    test=np.array([s[-1] for s in seqs]), n_items=7)
+    us, hs, ts, st = deftrec_train.windows(sp, n_windows=2, L=2)
+    assert st.tolist() == ["train", "train", "train", "valid", "valid", "test", "test"]
+    # k = 1: u0 target 3 after [1, 2]; u1 target 3 after [2]; k = 2: u0 target 2 after [1] (u1 has too few)
+    assert us.tolist() == [0, 1, 0, 0, 1, 0, 1] and ts.tolist() == [3, 3, 2, 4, 4, 5, 6]
+    assert [h.tolist() for h in hs] == [[1, 2], [2], [1], [2, 3], [2, 3], [3, 4], [3, 4]]
+
+
+def test_cached_llm_pass_keeps_the_key_the_notebook_used(monkeypatch):
+    """The one place that names the LLM pass's cache file: the same file as the key notebook 07 built inline, so a
+    pass cached before the lesson/evidence split is read, and lesson and evidence share it."""
+    from lib import utils
+    seen_paths = []
+    monkeypatch.setattr(utils, "cached", lambda path, compute: (seen_paths.append(path), ({}, False))[1])
+    Q, P_u = torch.ones(3, 2), torch.zeros(2, 2)
+    cfg = dict(deftrec_train.LLM_DEFAULTS)
+    deftrec_train.cached_llm_pass(lambda: None, dataset="ml-100k", smoke=False, seed=0, cfg=cfg, bf16=True, Q=Q, P_u=P_u)
+    old = dict(dataset="ml-100k", smoke=False, seed=0, llm_layers=8, L=10, title_words=5, n_windows=2, K=2, rho=0.2,
+               lora_r=8, lora_alpha=32, llm_steps=40, llm_batch=8, lr_lora=0.001, lr_tok=0.001, bf16=True,
+               cf_tables=utils.digest(Q, P_u))
+    assert seen_paths == [utils.cache_file("deftrec/llm_pass", old)]
+    deftrec_train.cached_llm_pass(lambda: None, dataset="ml-100k", smoke=False, seed=0, cfg=dict(cfg, K=1), bf16=True,
+                                  Q=Q, P_u=P_u)
+    assert seen_paths[1] != seen_paths[0], "another tokenizer is another pass"
+
+
+# --------------------------------------------------------------------------- the lesson's exercise checks
+def test_check_l_neg_passes_eq13_and_fails_the_common_slips():
+    assert abs(deftrec.check_l_neg(lambda ep, en: -F.logsigmoid(en - ep).mean()) - math.log(2)) < 1e-6
+    assert deftrec.check_l_neg(lambda ep, en: torch.log1p(torch.exp(ep - en)).mean()) > 0     # softplus: the same
+    wrong = {"the sign": lambda ep, en: -F.logsigmoid(ep - en).mean(),
+             "no minus": lambda ep, en: F.logsigmoid(en - ep).mean(),
+             "no log": lambda ep, en: -torch.sigmoid(en - ep).mean(),
+             "a sum": lambda ep, en: -F.logsigmoid(en - ep).sum(),
+             "no batch mean": lambda ep, en: -F.logsigmoid(en - ep)}
+    for what, fn in wrong.items():
+        with pytest.raises(AssertionError, match="L_Neg when"):
+            deftrec.check_l_neg(fn)
+
+
+def test_check_retrieve_passes_eq14_and_fails_the_common_slips():
+    def right(y, Q, named, IG, pi):
+        s = F.normalize(y, dim=1) @ F.normalize(Q, dim=1).T
+        return s * (1 + pi * IG[:, named].T.float())
+    deftrec.check_retrieve(right)
+    deftrec.check_retrieve(lambda y, Q, named, IG, pi: deftrec.retrieve(y, Q, named, IG, pi))
+    wrong = {"inner product": lambda y, Q, named, IG, pi: (y @ Q.T) * (1 + pi * IG[:, named].T.float()),
+             "additive bonus": lambda y, Q, named, IG, pi: F.normalize(y, dim=1) @ F.normalize(Q, dim=1).T
+             + pi * IG[:, named].T.float(),
+             "bonus on the other genres": lambda y, Q, named, IG, pi: right(y, Q, named, 1 - IG, pi),
+             "no bonus": lambda y, Q, named, IG, pi: right(y, Q, named, IG, 0.0)}
+    for what, fn in wrong.items():
+        with pytest.raises(AssertionError, match="scores at pi"):
+            deftrec.check_retrieve(fn)

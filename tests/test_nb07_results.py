@@ -1,10 +1,14 @@
-"""Notebook 07's smoke results: every row, claim, picture number and cost recorded, within loose bounds."""
+"""Notebook 07's smoke results: the evidence notebook's rows, claims, picture numbers and costs within loose bounds;
+the lesson's checks, its table and that it decides nothing."""
 import math
 
+import nbformat
 import pytest
 
-STEM = "07_deftrec_contrastive_diffusion"
-from lib import metrics
+from lib import metrics, run
+
+STEM = "evidence/07_deftrec_contrastive_diffusion"
+LESSON = "07_deftrec_contrastive_diffusion"
 
 VERDICTS = set(metrics.VERDICTS)
 
@@ -47,6 +51,9 @@ def test_nb07_smoke_results(smoke_results):
     assert b["float32"]["L_LLM"] != b["bfloat16"]["L_LLM"] and abs(b["float32"]["L_LLM"] - b["bfloat16"]["L_LLM"]) < 0.5
     assert b["hidden_cosine"] > 0.9 and 0 <= b["genre_agreement"] <= 1 and b["speedup_step"] > 0
     assert res["params"]["bf16"] == b["used"]
+    # section 7c as a table: every cause a row, every switch decided
+    causes = {r["cause"]: r for r in res["why_table"]}
+    assert len(causes) == 7 and all(r["verdict"] in VERDICTS for r in causes.values() if r["switch"].isidentifier())
 
 
 @pytest.mark.notebook
@@ -62,3 +69,59 @@ def test_nb07_smoke_tokenizer_ablations(smoke_results):
         assert math.isfinite(v["L_LLM (last 5 steps)"]) and v["seconds"] > 0, name
     tok = [c for k, c in res["claims"].items() if k.startswith("07.tok.")]
     assert len(tok) == 4 and all(c["n_users"] == 8 for c in tok)
+
+
+@pytest.mark.notebook
+def test_nb07_lesson_smoke_results(smoke_results):
+    res = smoke_results(LESSON)
+    assert res["smoke"] is True and res["seeds"] == [0] and not res.get("claims")
+    assert set(res["methods"]) == {"DeftRec (paper)", "LightGCN"}
+    assert set(res["models"]) == {"DeftRec (paper)", "LightGCN", "SASRec", "Pop"}
+    for name, m in res["methods"].items():
+        o = m["runs"][0]["overall"]
+        assert len(m["runs"]) == 1 and 0 <= o["NDCG@10"] <= o["HR@10"] <= 1 and len(m["runs"][0]["ranks"]) == 943, name
+    ch = res["checks"]
+    assert abs(ch["l_neg_tie"] - math.log(2)) < 1e-6 and ch["log2"] == pytest.approx(math.log(2))
+    assert ch["l_neg_independent_noise"] != pytest.approx(math.log(2), abs=1e-4)    # why the noise is shared
+    assert abs(ch["masked_share"] - 0.2) < 0.01 and ch["distinct_conditions"] >= 1
+    ours, code = list(res["samplers"].values())
+    assert ours["alpha_bar"] < 0.01 < code["alpha_bar"]
+    curve = {float(k): v for k, v in res["pi_curve"].items()}
+    assert curve[0.0]["top-10 changed"] == 0 and all(0 <= v["top-10 changed"] <= 1 for v in curve.values())
+    assert len(res["llm_losses"]) == 2 and math.isfinite(res["l_neg_last_epoch"])
+
+
+def test_nb07_lesson_decides_nothing_and_keeps_to_the_lesson_rules():
+    nb = nbformat.read(run.NOTEBOOKS / f"{LESSON}.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for banned in ("claims.decide", "decide_all", "metrics.compare(", "from lib import claims"):
+        assert banned not in code, banned
+    params_cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert len([ln for ln in params_cell.source.splitlines() if ln and not ln.startswith(" ")]) <= 12
+    heads = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert "## Summary" in "\n".join(c.source for c in nb.cells if c.cell_type == "markdown") and "## Exercises" in \
+        "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert any("evidence/07_deftrec_contrastive_diffusion.ipynb" in c.source for c in nb.cells), heads[:1]
+    # the exercise cells: answers start as None, the check goes through the lib's pure functions
+    assert "my_l_neg = None" in code and "deftrec.check_l_neg" in code and "deftrec.check_retrieve" in code
+
+
+def test_nb07_the_llm_pass_cache_is_named_in_one_place():
+    """Lesson and evidence name the pass's cache through deftrec_train.cached_llm_pass only (issue 33 extends the key
+    there)."""
+    for stem in (LESSON, STEM):
+        src = "\n".join(c.source for c in nbformat.read(run.NOTEBOOKS / f"{stem}.ipynb", as_version=4).cells)
+        assert "deftrec_train.cached_llm_pass(" in src and "cache_file(" not in src, stem
+
+
+def test_nb07_lesson_and_evidence_share_the_llm_pass_at_their_defaults():
+    """The evidence notebook's LLM settings default to deftrec_train.LLM_DEFAULTS, which the lesson uses: at the
+    defaults both ask cached_llm_pass for the same key, so the pass runs once for the two."""
+    import papermill as pm
+
+    from lib.models import deftrec_train
+    ev = {k: v["default"] for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / f"{STEM}.ipynb")).items()}
+    les = {k: v["default"] for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / f"{LESSON}.ipynb")).items()}
+    for k, v in deftrec_train.LLM_DEFAULTS.items():
+        assert float(ev[k]) == float(v), k
+    assert float(les["K"]) == float(ev["K"]) and float(les["rho"]) == float(ev["rho"])

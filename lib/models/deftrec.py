@@ -12,6 +12,8 @@ hybrid retriever. Built step by step in notebook 07.
   on it, a leak), 'minilm', 'none'.
 * ``generate``: y sampled from pure noise by a trained conditional denoiser (100 steps, the paper).
 * ``retrieve`` (Eq. 14): cos(y, q_j) (1 + pi [item j has the named genre]).
+* ``genre_tables``: the genres an answer can name, each item's label and the (items, genres) 0/1 table Eq. 14 reads.
+* ``check_l_neg`` / ``check_retrieve``: the checks of the lesson's exercises (a learner's Eq. 13 and Eq. 14).
 
 Training lives beside it in ``deftrec_train.py`` (L_LLM, the BPR-contrastive diffusion, the w/o Diffusion regressor),
 as HDRec's does in ``hdrec_train.py``.
@@ -92,6 +94,28 @@ def item_label(genres: list[str], catalogue_share: dict[str, float]) -> str | No
     None for an item without one."""
     known = [g for g in genres if g in catalogue_share]
     return min(known, key=lambda g: catalogue_share[g]) if known else None
+
+
+def genre_tables(genres: list[list[str]]) -> tuple[list[str], np.ndarray, torch.Tensor]:
+    """(G_names, item_lab, IG) from `data.item_genres` (item 0 the padding slot): G_names the genres that label at
+    least one item ('unknown' left out), sorted; item_lab (n_items,) the index of each item's answer genre
+    (`item_label`: its least common one), -1 for the padding slot and items without one; IG (n_items, G) long, 1 where
+    item j has genre g (Eq. 14's match)."""
+    counts = {}
+    for gs in genres[1:]:
+        for g in gs:
+            if g != "unknown":
+                counts[g] = counts.get(g, 0) + 1
+    n_labelled = max(1, sum(1 for gs in genres[1:] if gs))
+    label_share = {g: c / n_labelled for g, c in counts.items()}               # share of items with genre g
+    G_names = sorted(label_share)
+    item_lab = np.array([-1] + [G_names.index(g) if (g := item_label(gs, label_share)) else -1 for gs in genres[1:]])
+    IG = torch.zeros(len(genres), len(G_names), dtype=torch.long)               # (n_items, G)
+    for i in range(1, len(genres)):
+        for g in genres[i]:
+            if g in label_share:
+                IG[i, G_names.index(g)] = 1
+    return G_names, item_lab, IG
 
 
 class DeftLLM(nn.Module):
@@ -270,3 +294,46 @@ def retrieve(y: torch.Tensor, Q: torch.Tensor, named: torch.Tensor | None = None
         match = item_genres[:, named].T.float()                                        # (N, n_items)
         s = s + pi * s.abs() * match                     # = s (1 + pi match) where s >= 0; a boost either way
     return s
+
+
+# --------------------------------------------------------------------------- the lesson's exercise checks
+def _close(got, want, what: str, hint: str):
+    got = torch.as_tensor(got, dtype=torch.float64)
+    want = torch.as_tensor(want, dtype=torch.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}. {hint}")
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise AssertionError(f"{what}: expected {want.tolist()}, got {got.tolist()}. {hint}")
+
+
+def check_l_neg(fn) -> float:
+    """The lesson's exercise on Eq. 13: fn(e_pos (B,), e_neg (B,)) -> L_Neg, the batch mean of
+    -log sigma(e_neg - e_pos) over squared denoising errors. Raises AssertionError naming the case that fails and
+    what usually causes it (the sign, the log, the minus, a sum for the mean); returns L_Neg of the equal case."""
+    cases = [("equal errors", [1.0, 4.0], [1.0, 4.0]),
+             ("the positive fits better", [0.5, 1.0], [2.0, 4.0]),
+             ("the negative fits better", [3.0, 2.0], [1.0, 0.5])]
+    for what, e_pos, e_neg in cases:
+        e_pos, e_neg = torch.tensor(e_pos), torch.tensor(e_neg)
+        want = -F.logsigmoid(e_neg - e_pos).mean()                                   # Eq. 13
+        got = torch.as_tensor(fn(e_pos.clone(), e_neg.clone())).detach()
+        _close(got.reshape(()) if got.numel() == 1 else got, want, f"L_Neg when {what} (e_pos {e_pos.tolist()}, "
+               f"e_neg {e_neg.tolist()})",
+               "Eq. 13 is -log sigma(e_neg - e_pos), the mean over the batch: a negative value misses the minus, "
+               "a value below log 2 when the negative fits better has the difference the wrong way round, and a "
+               "value twice too large sums where Eq. 13 averages.")
+    return float(fn(torch.ones(3), torch.ones(3)))
+
+
+def check_retrieve(fn) -> None:
+    """The lesson's exercise on Eq. 14: fn(y (N, D), Q (n_items, D), named (N,), IG (n_items, G), pi) -> (N, n_items)
+    scores, checked against `retrieve` on a toy where the cosine, the inner product and an additive bonus rank
+    differently (no matched item has a negative cosine there, where `retrieve`'s s + pi |s| and s (1 + pi) agree). Raises AssertionError with what usually causes the difference."""
+    y = torch.tensor([[1.0, 0.0], [0.0, 2.0]])                                        # (2, 2) users
+    Q = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.2, 1.0], [0.5, -1.0]])               # (4, 2) items, no matched cos < 0
+    IG = torch.tensor([[1, 0], [0, 1], [0, 1], [0, 1]])                               # (4, G=2)
+    named = torch.tensor([1, 0])
+    for pi in (0.0, 0.1, 0.5):
+        _close(fn(y, Q, named, IG, pi), retrieve(y, Q, named, IG, pi), f"scores at pi = {pi}",
+               "Eq. 14 multiplies the cosine (both vectors normalised, not the inner product) by (1 + pi) for the "
+               "items that carry the named genre, and leaves the others alone (no + pi).")

@@ -5,19 +5,39 @@
   negatives (``lib.diffusion.bpr_diffusion_loss``); the released code's pairing (every condition with every target
   of the batch), mean-of-negatives and loss scale (per-coordinate means in both terms) as options.
 * ``train_regressor``: the w/o Diffusion ablation (an MLP regressing c -> q+).
+* ``windows``, ``build_llm``, ``llm_pass``, ``cached_llm_pass``: the prompts, the LLM with its adapter and
+  tokenizers, L_LLM then one forward per prompt, and the one place that names that pass's cache file (notebook 07's
+  lesson and evidence notebook share it).
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib import diffusion
+from lib import diffusion, llm, utils
 from lib.models.deftrec import DeftLLM
 from lib.models.lightgcn import sample_negatives
 from lib.train import loop, update
 
+LLM_DEFAULTS = dict(      # the LLM pass of notebook 07 (lesson and evidence): its settings, the cache key's too
+    llm_layers=8,         # decoder blocks of SmolLM2 kept (it has 30; the CPU budget)
+    L=10,                 # history items per prompt (the most recent ones)
+    title_words=5,        # words of each title in the prompt
+    n_windows=2,          # training prompts per user (targets: its last n_windows training items)
+    K=2,                  # sub-encoders, i.e. continuous tokens per user and item (paper default 2)
+    rho=0.2,              # Bernoulli masking ratio of the tokenizer's input (paper: 0.2)
+    lora_r=8,             # LoRA rank
+    lora_alpha=32,        # LoRA alpha (scaling alpha / r)
+    llm_steps=40,         # AdamW steps of L_LLM (LoRA + tokenizers)
+    llm_batch=8,          # prompts per L_LLM step
+    lr_lora=0.001,        # learning rate of the LoRA matrices
+    lr_tok=0.001,         # learning rate of the tokenizers
+)
+LLM_SMOKE = dict(llm_layers=1, L=3, title_words=2, n_windows=1, llm_steps=2, llm_batch=4)   # smoke=True sizes
 PAIRINGS = ("paired", "all")                # the paper; the released code's B x B broadcast
 NEGATIVES = ("mean", "each", "batch_mean")  # Eq. 13 (one mean of n_neg per row); Eq. 12 (each); the released
                                             # code (one mean per batch, batch-mean errors inside the sigmoid)
@@ -155,3 +175,62 @@ def train_regressor(cond: torch.Tensor, pos: np.ndarray, Q: torch.Tensor, valid_
     res = loop(net, batches, step, epochs=epochs, patience=patience, eval_every=eval_every, desc="regressor",
                progress=progress, validate=lambda: {"NDCG@10": valid_fn(lambda c: net(c))})
     return net, res.history
+
+
+# --------------------------------------------------------------------------- the prompts and the LLM pass
+def windows(split, n_windows: int, L: int):
+    """(users, histories, targets, stage) of every prompt: n_windows training prompts per user (the targets are its
+    last n_windows training items, each after the L items before it), then every user's valid and test prompt."""
+    us, hs, ts, stage = [], [], [], []
+    for k in range(1, n_windows + 1):
+        for u, s in enumerate(split.train):
+            if len(s) > k:
+                us.append(u); hs.append(s[:-k][-L:]); ts.append(int(s[-k])); stage.append("train")
+    for st in ("valid", "test"):
+        for u, (h, t) in enumerate(zip(split.history(st), split.targets(st))):
+            us.append(u); hs.append(h[-L:]); ts.append(int(t)); stage.append(st)
+    return np.array(us), hs, np.array(ts), np.array(stage)
+
+
+def build_llm(titles, genre_names, Q, P_u, cfg: dict, *, seed: int, bf16: bool, device: str, progress: bool = True,
+              **tokenizer) -> tuple[DeftLLM, dict]:
+    """(DeftLLM, load info): SmolLM2 cut to cfg['llm_layers'] blocks, one LoRA adapter 'deftrec' (peft) and the two
+    tokenizers, their initial weights fixed by `seed`. cfg: LLM_DEFAULTS' keys; tokenizer: K, rho, encoder overrides
+    (the evidence notebook's tokenizer ablations). bf16: the decoder's blocks under bfloat16 autocast."""
+    base, tok, info = llm.load_llm(progress=progress)
+    llm.truncate(base, cfg["llm_layers"])
+    torch.manual_seed(seed)                              # LoRA's and the tokenizers' initial weights
+    pm = llm.dual_lora(base, llm.lora_config(r=cfg["lora_r"], alpha=cfg["lora_alpha"], dropout=0.05), names=("deftrec",))
+    llm.set_trainable(pm, "deftrec")
+    model = DeftLLM(pm, tok, titles, genre_names, Q, P_u, title_words=cfg["title_words"],
+                    **{"K": cfg["K"], "rho": cfg["rho"], **tokenizer})
+    model.bf16 = bool(bf16)
+    return model.to(device), info
+
+
+def llm_pass(build, W_users, W_hist, train_rows, answers, cfg: dict, seed: int) -> dict:
+    """`build()` -> (DeftLLM, info) (``build_llm``), L_LLM on the training prompts `train_rows` (answers: their genre
+    indices), then one forward over every prompt: {"hidden" (N, H), "genre" (N,), "genre_logits" (N, G), "answers"
+    (G, H), "losses", "seconds" (load, train, pass), "n_prompts"}."""
+    t0 = time.perf_counter()
+    model, _ = build()
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    losses = train_llm(model, [int(W_users[i]) for i in train_rows], [W_hist[i] for i in train_rows],
+                       [int(a) for a in answers], cfg["llm_steps"], cfg["llm_batch"], cfg["lr_lora"], cfg["lr_tok"], seed)
+    t_train = time.perf_counter() - t0
+    enc = model.encode([int(u) for u in W_users], W_hist, batch_size=32)
+    return {"hidden": enc["hidden"], "genre": enc["genre"], "genre_logits": enc["genre_logits"],
+            "answers": model.answer_table(), "losses": losses,
+            "seconds": {"load": t_load, "train": t_train, "pass": enc["seconds"]}, "n_prompts": len(W_users)}
+
+
+def cached_llm_pass(compute, *, dataset: str, smoke: bool, seed: int, cfg: dict, bf16: bool, Q, P_u, titles=None,
+                    genre_names=None) -> tuple[dict, bool]:
+    """(the LLM pass, read from the cache?): `compute()` once, then read from data/cache/deftrec/. The ONE place
+    that names the pass's cache file, for notebook 07's lesson and evidence notebook alike. The key: every setting
+    of the pass (cfg, LLM_DEFAULTS' keys), the seed, bf16 and the CF tables its prompts carry. titles and
+    genre_names (the prompts' text) are passed for the key's extension (issue 33) and not in it yet."""
+    key = dict(dataset=dataset, smoke=smoke, seed=seed, **{k: cfg[k] for k in LLM_DEFAULTS}, bf16=bool(bf16),
+               cf_tables=utils.digest(Q, P_u))
+    return utils.cached(utils.cache_file("deftrec/llm_pass", key), compute)
