@@ -464,22 +464,24 @@ def test_windows_give_training_prompts_then_valid_and_test():
     assert [h.tolist() for h in hs] == [[1, 2], [2], [1], [2, 3], [2, 3], [3, 4], [3, 4]]
 
 
-def test_cached_llm_pass_keeps_the_key_the_notebook_used(monkeypatch):
-    """The one place that names the LLM pass's cache file: the same file as the key notebook 07 built inline, so a
-    pass cached before the lesson/evidence split is read, and lesson and evidence share it."""
+def test_cached_llm_pass_is_keyed_by_settings_prompt_text_and_code(monkeypatch):
+    """The one place that names the LLM pass's cache file (lesson and evidence share it): another tokenizer, another
+    title in the prompts, or an edit of the code on its path is another pass; the same inputs are the same file."""
     from lib import utils
-    seen_paths = []
-    monkeypatch.setattr(utils, "cached", lambda path, compute: (seen_paths.append(path), ({}, False))[1])
+    seen = []
+    monkeypatch.setattr(utils, "cached", lambda path, compute: (seen.append(path), ({}, False))[1])
     Q, P_u = torch.ones(3, 2), torch.zeros(2, 2)
     cfg = dict(deftrec_train.LLM_DEFAULTS)
-    deftrec_train.cached_llm_pass(lambda: None, dataset="ml-100k", smoke=False, seed=0, cfg=cfg, bf16=True, Q=Q, P_u=P_u)
-    old = dict(dataset="ml-100k", smoke=False, seed=0, llm_layers=8, L=10, title_words=5, n_windows=2, K=2, rho=0.2,
-               lora_r=8, lora_alpha=32, llm_steps=40, llm_batch=8, lr_lora=0.001, lr_tok=0.001, bf16=True,
-               cf_tables=utils.digest(Q, P_u))
-    assert seen_paths == [utils.cache_file("deftrec/llm_pass", old)]
-    deftrec_train.cached_llm_pass(lambda: None, dataset="ml-100k", smoke=False, seed=0, cfg=dict(cfg, K=1), bf16=True,
-                                  Q=Q, P_u=P_u)
-    assert seen_paths[1] != seen_paths[0], "another tokenizer is another pass"
+    kw = dict(dataset="ml-100k", smoke=False, seed=0, bf16=True, Q=Q, P_u=P_u, genre_names=["Drama", "War"])
+    call = lambda **more: deftrec_train.cached_llm_pass(lambda: None, **{**kw, "cfg": cfg, "titles": ["A", "B"], **more})
+    call(); call()
+    call(cfg=dict(cfg, K=1))
+    call(titles=["A", "<b>B</b>"])
+    call(genre_names=["Drama", "Western"])
+    monkeypatch.setattr(utils, "code_fingerprint", lambda *m: "0" * 16)
+    call()
+    assert seen[0] == seen[1], "the same inputs: the same file"
+    assert len(set(seen[1:])) == 5, "a tokenizer setting, a title, a genre name and the code each make another pass"
 
 
 # --------------------------------------------------------------------------- the lesson's exercise checks

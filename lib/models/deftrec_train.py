@@ -225,12 +225,13 @@ def llm_pass(build, W_users, W_hist, train_rows, answers, cfg: dict, seed: int) 
             "seconds": {"load": t_load, "train": t_train, "pass": enc["seconds"]}, "n_prompts": len(W_users)}
 
 
-def cached_llm_pass(compute, *, dataset: str, smoke: bool, seed: int, cfg: dict, bf16: bool, Q, P_u, titles=None,
-                    genre_names=None) -> tuple[dict, bool]:
+def cached_llm_pass(compute, *, dataset: str, smoke: bool, seed: int, cfg: dict, bf16: bool, Q, P_u, titles,
+                    genre_names) -> tuple[dict, bool]:
     """(the LLM pass, read from the cache?): `compute()` once, then read from data/cache/deftrec/. The ONE place
     that names the pass's cache file, for notebook 07's lesson and evidence notebook alike. The key: every setting
-    of the pass (cfg, LLM_DEFAULTS' keys), the seed, bf16 and the CF tables its prompts carry. titles and
-    genre_names (the prompts' text) are passed for the key's extension (issue 33) and not in it yet."""
+    of the pass (cfg, LLM_DEFAULTS' keys), the seed, bf16, the CF tables its prompts carry, the prompts' text (the
+    item titles and genre names, read from the dataset's files: `utils.text_digest`), and through `utils.cache_file`
+    the code of this module and of what it imports (lib.llm, lib.models.deftrec, ...) and the package versions."""
     key = dict(dataset=dataset, smoke=smoke, seed=seed, **{k: cfg[k] for k in LLM_DEFAULTS}, bf16=bool(bf16),
-               cf_tables=utils.digest(Q, P_u))
-    return utils.cached(utils.cache_file("deftrec/llm_pass", key), compute)
+               cf_tables=utils.digest(Q, P_u), prompt_text=utils.text_digest(*titles, *genre_names))
+    return utils.cached(utils.cache_file("deftrec/llm_pass", key, code=(__name__,)), compute)
