@@ -29,7 +29,7 @@ reads, this is the paper's sequence-level model exactly.
 Sign of L_expl. The paper calls it "the negative entropy" but writes +H; minimising +H would make the choice
 more certain, the opposite of its stated purpose (exploration). We minimise -H, as its words and the released code.
 
-Switches for "why it loses" (notebook 05, section 6b; ours, not the paper's): shared_draws (one noise draw for
+Switches for "why it loses" (evidence notebook 05, section 4b; ours, not the paper's): shared_draws (one noise draw for
 every level and one dropout mask for every level's expert reading, so that levels differ only by their depth) and
 lambda_depth (a cost on the expected depth, lambda_depth * E_p[T_u] / T_max, added to Eq. 12).
 
