@@ -195,3 +195,33 @@ def test_depth_cost_is_the_expected_depth_and_pushes_it_down():
     opt.step()
     assert m.losses(BATCH)["depth"].item() < before                            # shallower after one step
     assert "depth" not in small().losses(BATCH)                                 # off by default
+
+
+def test_loss_weights_sum_the_parts_as_eq_12():
+    m = small(lambda_deno=0.2, lambda_cont=0.3, lambda_expl=0.4)
+    torch.manual_seed(1)
+    parts = m.losses(BATCH)
+    w = m.loss_weights()
+    assert w == {"rec": 1.0, "deno": 0.2, "cont": 0.3, "expl": 0.4, "depth": 0.0}
+    torch.manual_seed(1)                                                        # the same draws
+    total = m.calculate_loss(BATCH)
+    by_hand = parts["rec"] + 0.2 * parts["deno"] + 0.3 * parts["cont"] + 0.4 * parts["expl"]
+    assert total.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_depth_stats_reads_the_controller_without_drawing_or_changing_mode():
+    m = small().train()
+    with torch.no_grad():
+        m.W_sigma.weight.normal_(0, 3.0)                                      # depths that differ between users
+    seqs = torch.randint(1, 30, (16, 6))
+    state = torch.get_rng_state()
+    st = m.depth_stats(seqs)
+    assert torch.equal(state, torch.get_rng_state()) and m.training             # no draw, mode given back
+    d = m.depths(seqs)
+    assert st["depth_hist"] == torch.bincount(d, minlength=4).tolist() and sum(st["depth_hist"]) == 16
+    m.eval()
+    with torch.no_grad():
+        logits = m.depth(m.embed(seqs, m.item_embeddings()), seqs)[1][:, -1]
+    p = torch.softmax(logits, -1)
+    assert st["p_mean"] == pytest.approx(p.mean(0).tolist(), rel=1e-5)
+    assert st["entropy"] == pytest.approx(float(-(p * p.log()).sum(1).mean()), rel=1e-5)

@@ -1,15 +1,94 @@
-"""Notebook 05's smoke results: every row, claim and cost recorded, within loose bounds."""
+"""Notebook 05: the lesson's smoke results and its rules (no claims, at most 12 parameters, exercises whose checks
+fail on the common wrong answers), and the evidence notebook's smoke results (every row, claim and cost recorded,
+within loose bounds)."""
+import math
+import re
+
+import nbformat
 import pytest
+import torch
+import torch.nn.functional as F
 
-STEM = "05_adarec_adaptive_depth"
-from lib import metrics
+from lib import metrics, run
 
+LESSON = "05_adarec_adaptive_depth"
+EVIDENCE = "evidence/05_adarec_adaptive_depth"
 VERDICTS = set(metrics.VERDICTS)
 
 
+def _lesson():
+    return nbformat.read(run.NOTEBOOKS / f"{LESSON}.ipynb", as_version=4)
+
+
+def test_lesson_decides_nothing_and_keeps_to_the_lesson_rules():
+    nb = _lesson()
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for banned in ("claims.decide", "decide_all", "metrics.compare(", "claims."):
+        assert banned not in code, f"a lesson decides no claim: {banned!r} found"
+    par = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert len(re.findall(r"^\w+\s*=", par.source, flags=re.M)) <= 12
+    assert "## Summary" in text and "## Exercises" in text and "(evidence/05_adarec_adaptive_depth.ipynb)" in text
+    for eq in ("(1)", "(2)", "(3)", "(4)", "(5)", "(6)", "(7)", "(12)"):
+        assert eq in text, f"equation {eq} is not written out in the lesson"
+    assert sum("widgets." in c.source for c in nb.cells if c.cell_type == "code") == 1   # one widget
+
+
+def _exercise_checks():
+    cell = next(c for c in _lesson().cells if "def check_gumbel_st" in c.source)
+    ns = {"torch": torch, "F": F, "np": __import__("numpy"), "my_gumbel_st": None, "my_L_rec_at_init": None}
+    exec(cell.source, ns)                                   # with None answers it only prints what to do
+    return ns["check_gumbel_st"], ns["check_L_rec_guess"]
+
+
+def _st(logits, g, tau):
+    p = F.softmax((logits + g) / tau, -1)
+    return F.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype) - p.detach() + p
+
+
+@pytest.mark.parametrize("wrong, why", [
+    (lambda lg, g, tau: F.softmax((lg + g) / tau, -1), "one-hot"),                       # soft, no argmax
+    (lambda lg, g, tau: F.one_hot(((lg + g) / tau).argmax(-1), lg.shape[-1]).float(), "gradient"),   # hard only
+    (lambda lg, g, tau: _st(lg, g, 1.0), "temperature"),                                 # tau forgotten
+    (lambda lg, g, tau: _st(lg, torch.zeros_like(g), tau), "noise"),                     # Gumbel noise forgotten
+])
+def test_exercise_gumbel_st_check_fails_on_wrong_answers(wrong, why):
+    check, _ = _exercise_checks()
+    assert check(_st)                                        # the right answer passes
+    with pytest.raises(AssertionError, match=why):
+        check(wrong)
+
+
+def test_exercise_L_rec_guess_check():
+    _, check = _exercise_checks()
+    n_items, measured = 1682, 7.44
+    assert check(math.log(n_items), measured, n_items)
+    for guess, hint in ((math.log(2), "binary"), (math.log10(n_items), "natural"), (n_items, "not the number"), (1.0, "")):
+        with pytest.raises(AssertionError, match=hint or "within 5 %"):
+            check(guess, measured, n_items)
+
+
 @pytest.mark.notebook
-def test_nb05_smoke_results(smoke_results):
-    res = smoke_results(STEM)
+def test_nb05_lesson_smoke_results(smoke_results):
+    res = smoke_results(LESSON)
+    assert res["smoke"] is True and res["L"] == 5 and not res.get("claims")
+    assert set(res["methods"]) == {"Pop", "SASRec", "ADARec (paper)"}
+    for name, m in res["methods"].items():
+        assert len(m["runs"]) == 1, name                               # one seed
+        o = m["runs"][0]["overall"]
+        assert 0 <= o["NDCG@10"] <= o["HR@10"] <= 1 and len(m["runs"][0]["ranks"]) == 943
+    # at initialisation every item scores about the same: L_rec near log(number of items)
+    assert abs(res["loss_at_init"]["L_rec (Eq. 13)"] - math.log(1683)) < 0.3
+    assert 0 <= res["toy_adc_accuracy"] <= 1
+    H = res["depth_over_training"]
+    assert len(H) == 1 and abs(sum(H[0]) - 1) < 1e-6 and len(H[0]) == res["params"]["T_max"] + 1
+    assert sum(res["test_users_per_depth"]) == 943
+    assert all(g is None or 0 <= g <= 1 for g in res["router_mean_g_by_level"])
+
+
+@pytest.mark.notebook
+def test_nb05_evidence_smoke_results(smoke_results):
+    res = smoke_results(EVIDENCE)
     assert res["smoke"] is True and res["seeds"] == [0, 1] and res["L"] == 5
     heads = ("SASRec", "fixed-depth noise (code)", "ADARec (paper)", "ADARec (code's choices)",
              "two SASRecs, scores averaged")
@@ -38,7 +117,7 @@ def test_nb05_smoke_results(smoke_results):
     assert g and all(0 <= x <= 1 for x in g)
     nr = res["normal_regime"]                                          # smoke runs the normal-regime path too
     assert set(nr) == {"SASRec (L = 50)", "ADARec (L = 50, warm start)"}
-    # section 6b: the two variants trained, decided against the paper's model, their controller logged
+    # section 4b: the two variants trained, decided against the paper's model, their controller logged
     for k, n in (("shared_draws", "shared draws"), ("depth_cost", "depth cost")):
         assert len(res["models"][n]["runs"]) == 1 and cl[f"05.why.{k}"]["verdict"] in VERDICTS
         assert 0 <= res["why"]["variants"][n]["test users at T_max"] <= 1

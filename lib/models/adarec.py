@@ -29,7 +29,7 @@ reads, this is the paper's sequence-level model exactly.
 Sign of L_expl. The paper calls it "the negative entropy" but writes +H; minimising +H would make the choice
 more certain, the opposite of its stated purpose (exploration). We minimise -H, as its words and the released code.
 
-Switches for "why it loses" (notebook 05, section 6b; ours, not the paper's): shared_draws (one noise draw for
+Switches for "why it loses" (evidence notebook 05, section 4b; ours, not the paper's): shared_draws (one noise draw for
 every level and one dropout mask for every level's expert reading, so that levels differ only by their depth) and
 lambda_depth (a cost on the expected depth, lambda_depth * E_p[T_u] / T_max, added to Eq. 12).
 
@@ -330,10 +330,14 @@ class ADARec(SASRec):
             parts["depth"] = (p * k).sum(-1).mean()                                     # E_p[T_u] / T_max
         return parts
 
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each part of `losses` in Eq. 12 (L_rec's is 1; "depth" is ours, 0 by default)."""
+        return {"rec": 1.0, "deno": self.lambda_deno, "cont": self.lambda_cont, "expl": self.lambda_expl,
+                "depth": self.lambda_depth}
+
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         parts = self.losses(batch)
-        w = {"rec": 1.0, "deno": self.lambda_deno, "cont": self.lambda_cont, "expl": self.lambda_expl,
-             "depth": self.lambda_depth}
+        w = self.loss_weights()
         self.last_losses = {k: float(v.detach()) for k, v in parts.items()}
         return sum(w[k] * v for k, v in parts.items())                                 # Eq. 12
 
@@ -351,6 +355,18 @@ class ADARec(SASRec):
         with eval_mode(self):
             y, _, _ = self.depth(self.embed(item_seq, self.item_embeddings()), item_seq)
         return y[:, -1].argmax(-1)
+
+    @torch.no_grad()
+    def depth_stats(self, item_seq: torch.Tensor) -> dict:
+        """What the ADC does on a fixed set of sequences at their last position (evaluation mode, no random number
+        drawn; for `train.fit(on_epoch=...)`): {"depth_hist": users per depth 0..T_max, "p_mean": the mean
+        probabilities softmax(logits) (K+1,), "entropy": the mean entropy of p}."""
+        item_seq = item_seq.to(self.item_emb.weight.device)
+        with eval_mode(self):
+            y, _, p = self.depth(self.embed(item_seq, self.item_embeddings()), item_seq)
+        d, p = y[:, -1].argmax(-1).cpu(), p[:, -1].cpu()                                # (B,), (B, K+1)
+        return {"depth_hist": torch.bincount(d, minlength=p.shape[-1]).tolist(), "p_mean": p.mean(0).tolist(),
+                "entropy": float(-(p * p.clamp(min=1e-12).log()).sum(1).mean())}
 
 
 class ScoreAverage(nn.Module):
