@@ -21,16 +21,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lib import metrics, utils
+from lib import metrics
 
 KINDS = ("paper", "sanity", "diagnosis")
-_LESSONS = {"01": "01_sasrec_baseline", "02": "02_dual_view_fusion", "03": "03_diffusion_trajectories",
-            "04": "04_intent_clusters", "05": "05_adarec_adaptive_depth", "06": "06_hdrec_dual_lora",
-            "07": "07_deftrec_contrastive_diffusion"}
-# the notebook that decides each number's claims: its evidence notebook (notebooks/evidence/<stem>.ipynb, stem
-# "evidence/<stem>") where there is one, else the lesson
-NOTEBOOKS = {nn: f"evidence/{stem}" if (utils.REPO / "notebooks" / "evidence" / f"{stem}.ipynb").is_file() else stem
-             for nn, stem in _LESSONS.items()}
+# the notebook that decides each number's claims: its evidence notebook (notebooks/evidence/<stem>.ipynb)
+NOTEBOOKS = {"01": "evidence/01_sasrec_baseline", "02": "evidence/02_dual_view_fusion",
+             "03": "evidence/03_diffusion_trajectories", "04": "evidence/04_intent_clusters",
+             "05": "evidence/05_adarec_adaptive_depth", "06": "evidence/06_hdrec_dual_lora",
+             "07": "evidence/07_deftrec_contrastive_diffusion"}
 
 
 @dataclass(frozen=True)

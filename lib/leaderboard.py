@@ -28,13 +28,21 @@ def load_all(output_dir="runs") -> tuple[dict, list[str]]:
     return found, [s for s in EXPECTED if s not in found]
 
 
+def split_reference(ref: str) -> tuple[str, str]:
+    """("evidence/01_sasrec_baseline", "SASRec") from "evidence/01_sasrec_baseline/SASRec": a stem is one folder
+    deep at most, and a method's name may hold a '/' ("w/o L_align")."""
+    parts = ref.split("/")
+    k = 2 if parts[0] == "evidence" else 1
+    return "/".join(parts[:k]), "/".join(parts[k:])
+
+
 def method_rows(found: dict) -> list[dict]:
     """One dict per method of every results file: notebook, method, setting, runs (with per-user ranks over the
     file's n_users), reference ((stem, method) its forest-plot difference is taken against, or None)."""
     rows = []
     for stem, r in found.items():
         for name, m in r.get("methods", {}).items():
-            ref = tuple(m["reference"].split("/", 1)) if m.get("reference") else None
+            ref = split_reference(m["reference"]) if m.get("reference") else None
             rows.append({"notebook": stem, "method": name, "runs": m["runs"], "setting": m["setting"],
                          "reference": ref, "n_users": r["n_users"]})
     return rows
@@ -53,7 +61,7 @@ def table(rows: list[dict], metrics_=("HR@10", "NDCG@10", "MRR@10"), groups=("ta
 
     out = []
     for row in rows:
-        d = {"notebook": row["notebook"][:2], "method": row["method"], "setting": row["setting"],
+        d = {"notebook": utils.stem_number(row["notebook"]), "method": row["method"], "setting": row["setting"],
              "users": int(sum(x is not None for x in row["runs"][0]["ranks"]))}
         for m in metrics_:
             mu, sd = _mean_std(row["runs"], "overall", m)
@@ -75,7 +83,8 @@ def forest(rows: list[dict], metric: str = "NDCG@10") -> list[dict]:
         if ref is None or ref is r or ref["n_users"] != r["n_users"]:
             continue
         c = metrics.compare(r["runs"], ref["runs"], metric, n_perm=0)   # the interval; no p-value needed
-        out.append({"label": f"{r['notebook'][:2]} · {r['method']}", "vs": f"{ref['notebook'][:2]} · {ref['method']}",
+        out.append({"label": f"{utils.stem_number(r['notebook'])} · {r['method']}",
+                    "vs": f"{utils.stem_number(ref['notebook'])} · {ref['method']}",
                     **{k: c[k] for k in ("diff", "ci", "n_users", "verdict", "mean_a", "mean_b", "mde")}})
     return out
 

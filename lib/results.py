@@ -31,7 +31,7 @@ from lib import claims as claims_registry
 from lib import metrics, utils
 
 SCHEMA_VERSION = 2
-DEFAULT_REFERENCE = "01_sasrec_baseline/SASRec"
+DEFAULT_REFERENCE = "evidence/01_sasrec_baseline/SASRec"
 PROVENANCE_KEYS = ("commit", "dirty", "date", "seconds", "device", "threads", "cpu", "smoke", "versions", "params",
                    "changed", "caches")
 CLAIM_KEYS = ("id", "text", "kind", "metric", "mean_a", "mean_b", "diff", "ci", "p_value", "mde", "n_users",

@@ -38,7 +38,7 @@ def test_decide_by_id_carries_the_claim_and_the_paper_effect():
     a = np.maximum(1, b - 4)
     c = claims.decide("02.gated_vs_id", a, b)
     plain = metrics.compare(a, b, "NDCG@10", paper_effect=claims.REGISTRY["02.gated_vs_id"].effect)
-    assert c["id"] == "02.gated_vs_id" and c["kind"] == "paper" and c["notebook"] == "02_dual_view_fusion"
+    assert c["id"] == "02.gated_vs_id" and c["kind"] == "paper" and c["notebook"] == "evidence/02_dual_view_fusion"
     assert c["ci"] == plain["ci"] and c["verdict"] == plain["verdict"] and c["size"] == plain["size"]
     assert claims.decide("02.tail", a, b)["metric"] == "HR@10"                  # the registry sets the metric
     assert "size" not in claims.decide("01.sasrec_vs_pop", a, b)                # a sanity check has no paper number

@@ -85,7 +85,7 @@ def test_not_json_and_full_ranks(tmp_path):
 
 
 def test_snapshot_reads_the_parameters_cell_defaults():
-    d = params.defaults("02_dual_view_fusion")
+    d = params.defaults("evidence/02_dual_view_fusion")
     assert d["n_seeds"] == 3 and d["dataset"] == "ml-100k" and d["smoke"] is False
-    snap = params.snapshot({**d, "n_seeds": 1, "other": 5}, "02_dual_view_fusion")
+    snap = params.snapshot({**d, "n_seeds": 1, "other": 5}, "evidence/02_dual_view_fusion")
     assert snap["values"]["n_seeds"] == 1 and "other" not in snap["values"]
