@@ -30,7 +30,7 @@ def test_notebook_01_defaults_are_the_library_defaults():
     from lib import run
     from lib.models.sasrec import DEFAULTS, TRAIN_DEFAULTS
     p = {k: ast.literal_eval(v["default"])
-         for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / "01_sasrec_baseline.ipynb")).items()}
+         for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / "evidence" / "01_sasrec_baseline.ipynb")).items()}
     for k in ("hidden", "n_layers", "n_heads", "max_len", "dropout"):
         assert p[k] == DEFAULTS[k], k
     assert DEFAULTS["attn_dropout"] == DEFAULTS["dropout"] and DEFAULTS["inner"] == 4 * DEFAULTS["hidden"]

@@ -329,11 +329,11 @@ def _lit(v):
 
 def test_first_sampling_step_of_each_notebook_default_is_noise():
     """alpha_bar at the first pure-noise sampling step under every notebook's (and LLMDiRec's) defaults."""
-    p3 = {k: _lit(v) for k, v in _notebook_defaults("03_diffusion_trajectories").items()
+    p3 = {k: _lit(v) for k, v in _notebook_defaults("evidence/03_diffusion_trajectories").items()
           if k in ("T", "beta_schedule", "num_inference_steps", "timestep_spacing")}
     s3 = Scheduler(p3["T"], p3["beta_schedule"], timestep_spacing=p3.get("timestep_spacing", "leading"))
     assert s3.start_alpha_bar(p3["num_inference_steps"])[1] < 1e-3
-    p4 = {k: _lit(v) for k, v in _notebook_defaults("04_intent_clusters").items()
+    p4 = {k: _lit(v) for k, v in _notebook_defaults("evidence/04_intent_clusters").items()
           if k in ("T", "beta_schedule", "n_inference_steps", "timestep_spacing")}
     s4 = Scheduler(p4["T"], p4["beta_schedule"], timestep_spacing=p4["timestep_spacing"])
     assert s4.start_alpha_bar(p4["n_inference_steps"])[1] < diffusion.MAX_START_ALPHA_BAR
