@@ -25,7 +25,6 @@ import os
 import platform
 import subprocess
 import time
-from importlib import metadata
 
 from lib import claims as claims_registry
 from lib import metrics, utils
@@ -57,13 +56,7 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {"python": platform.python_version(), **utils.package_versions(VERSIONED)}
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:

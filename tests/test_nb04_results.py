@@ -1,46 +1,24 @@
 """Notebook 04: the lesson (one seed, no claims) and the evidence notebook (claims, seeds, ablations, section 4b) at
 smoke sizes; the lesson's rules, its exercise check and the evidence notebook's refusal of another dataset's rows,
 without running the notebooks."""
-import ast
-import json
 import math
-import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lib import intents, metrics, run
+from nbtools import cells, notebook_function
 
 LESSON, EVIDENCE = "04_intent_clusters", "evidence/04_intent_clusters"
 
 
-def _cells(stem):
-    return json.loads((run.NOTEBOOKS / f"{stem}.ipynb").read_text())["cells"]
-
-
-def notebook_function(stem, name, namespace):
-    """The function `name` defined in a code cell of the notebook, compiled into `namespace`."""
-    for c in _cells(stem):
-        if c["cell_type"] != "code":
-            continue
-        for node in ast.parse("".join(c["source"])).body:
-            if isinstance(node, ast.FunctionDef) and node.name == name:
-                exec(compile(ast.Module([node], type_ignores=[]), stem, "exec"), namespace)
-                return namespace[name]
-    raise AssertionError(f"{stem} defines no function {name}")
-
-
-def test_lesson_rules():
-    cells = _cells(LESSON)
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    assert not re.search(r"claims\.decide|decide_all|metrics\.compare\(", code), "a lesson decides no claim"
-    par = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
-    assert len(re.findall(r"^\w+\s*=", "".join(par["source"]), flags=re.M)) <= 12
-    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    assert "## Summary" in text and "## Exercises" in text and "(evidence/04_intent_clusters.ipynb)" in text
+def test_evidence_links_back_to_its_lesson():
+    """(The rules every lesson follows are tests/test_notebooks.py's.)"""
+    assert "[lesson 04](../04_intent_clusters.ipynb)" in "".join(cells(EVIDENCE)[0]["source"])
+    code = "\n".join("".join(c["source"]) for c in cells(LESSON) if c["cell_type"] == "code")
+    text = "\n".join("".join(c["source"]) for c in cells(LESSON) if c["cell_type"] == "markdown")
     assert "Interactive intent clusters" in text and "explore.intent_scatter(" in code
-    assert "[lesson 04](../04_intent_clusters.ipynb)" in "".join(_cells(EVIDENCE)[0]["source"])
 
 
 def test_info_nce_exercise_check_passes_a_right_answer_and_names_the_common_mistakes():
