@@ -17,7 +17,7 @@ import pytest
 from lib import browser, run
 
 pytestmark = pytest.mark.notebook
-STEM = "05_adarec_adaptive_depth"
+STEM = "evidence/05_adarec_adaptive_depth"   # its level explorer (widgets.interactive) drives a real JupyterLab
 
 
 def free_port() -> int:
