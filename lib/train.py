@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -222,6 +223,16 @@ def fit(model, split, *, max_len: int, epochs: int = TRAIN_DEFAULTS["epochs"],
                 max_batches=max_batches, desc="epochs", progress=progress)
 
 
+def _function_and_arguments(fn):
+    """(the function, the arguments bound to it): a functools.partial (`partial(train.fit, batches=...)`) is its
+    function with the bound arguments, which belong in a cache key like the fit's own."""
+    args = {}
+    while isinstance(fn, functools.partial):
+        args = {"args": list(fn.args), **fn.keywords, **args}
+        fn = fn.func
+    return fn, args
+
+
 def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, progress: bool = True, fit_fn=None,
                **fit_kwargs):
     """(model, FitResult, cached) for `build()` trained by `fit_fn(model, split, seed=seed, **fit_kwargs)` (default
@@ -246,9 +257,10 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
         return build()
 
     model = built()
+    fn, fn_args = _function_and_arguments(fit_fn)
     config = {"key": key, "seed": seed, "fit": {k: v for k, v in fit_kwargs.items() if k != "device"},
-              "data": data_md5, "fit_fn": f"{fit_fn.__module__}.{fit_fn.__qualname__}"}
-    path = utils.cache_file("fit", config, code=(type(model).__module__, fit_fn.__module__))
+              "data": data_md5, "fit_fn": f"{fn.__module__}.{fn.__qualname__}", "fit_fn_args": fn_args}
+    path = utils.cache_file("fit", config, code=(type(model).__module__, fn.__module__))
     ident = path.name                          # stored beside the weights and compared on reading
 
     def load(p):

@@ -138,7 +138,8 @@ def text_digest(*texts) -> str:
 
 def _key_value(o):
     """JSON for a value JSON does not know: an array or tensor by its digest (never its str(), which elides the
-    middle of a large one), numpy scalars as numbers, a path as text, a set sorted; anything else is refused."""
+    middle of a large one), numpy scalars as numbers, a path as text, a set sorted, a function by its name and the
+    md5 of its source text; anything else is refused."""
     if torch.is_tensor(o) or isinstance(o, np.ndarray):
         return {"array_md5": digest(o)}
     if isinstance(o, np.generic):
@@ -147,6 +148,14 @@ def _key_value(o):
         return str(o)
     if isinstance(o, (set, frozenset)):
         return sorted(o, key=repr)
+    if callable(o):                                     # a function handed to a fit (on_epoch=, batches=): by its
+        import inspect                                  # name and the text of its source (a notebook cell's too)
+        try:
+            src = hashlib.md5(inspect.getsource(o).encode()).hexdigest()
+        except (OSError, TypeError):
+            src = None
+        return {"callable": f"{getattr(o, '__module__', '?')}.{getattr(o, '__qualname__', type(o).__name__)}",
+                "source_md5": src}
     raise TypeError(f"a cache key cannot hold a {type(o).__name__} ({o!r:.80}): pass numbers, text, lists, dicts "
                     f"or arrays (hashed by content)")
 

@@ -237,3 +237,18 @@ def test_fit_cached_misses_when_code_on_its_path_changes(tmp_path, monkeypatch):
     (lib_copy / "train.py").write_text(src.replace(body, "    step = int(step)\n" + body, 1))
     assert fit() is False, "an edited function body on the fit's path misses the cache"
     assert fit() is True
+
+
+def test_fit_cached_keys_a_partial_fit_function_by_its_function_and_arguments(tmp_path, monkeypatch):
+    """Notebook 05 hands fit_cached `partial(train.fit, on_epoch=...)`: the bound arguments are part of the key."""
+    import functools
+    from lib import utils
+    monkeypatch.setattr(utils, "CACHE", tmp_path)
+    sp = toy_split()
+    kw = dict(max_len=8, epochs=1, batch_size=8, lr=1e-2, progress=False)
+    log_a = lambda epoch, m: {"a": 1.0}
+    log_b = lambda epoch, m: {"b": 2.0}
+    fit = lambda fn: train.fit_cached(lambda: model(sp), sp, seed=1, key={"model": "toy"}, fit_fn=fn, **kw)[2]
+    assert fit(functools.partial(train.fit, on_epoch=log_a)) is False
+    assert fit(functools.partial(train.fit, on_epoch=log_a)) is True
+    assert fit(functools.partial(train.fit, on_epoch=log_b)) is False, "another bound function: another fit"
