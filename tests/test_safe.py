@@ -43,8 +43,9 @@ def test_site_inline_json_and_links_cannot_break_out():
 # --------------------------------------------------------------------------- the whole path, in a browser
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory):
-    """ML-100K with every title prefixed by a hostile string (one of HOSTILE, in turn), run through 00, 04 and 07
-    (lessons and evidence, smoke sizes) into a folder, and that folder's site."""
+    """ML-100K with every title prefixed by a hostile string (one of HOSTILE, in turn), run through lessons 00, 04
+    and 07 (smoke sizes: the data tour, the interactive intent clusters, a user's history and top 10) into a folder,
+    and that folder's site."""
     from lib import data, run
     src = data.recbole_example_dir()
     root = tmp_path_factory.mktemp("hostile")
@@ -60,7 +61,7 @@ def hostile_site(tmp_path_factory):
         rows.append("\t".join(f))
     (folder / "ml-hostile.item").write_text("\n".join(rows) + "\n")
     runs = root / "runs"
-    stems = [run.stem_of(p) for p in run.all_notebooks() if p.name[:2] in ("00", "04", "07")]
+    stems = [run.stem_of(p) for p in run.lessons() if p.name[:2] in ("00", "04", "07")]   # where titles are shown
     for stem in stems:
         run.run([stem], {"smoke": True, "dataset": str(folder)}, output_dir=str(runs), execution_timeout=600)
     site.build(runs, root / "site")
