@@ -123,6 +123,21 @@ def href(stem: str, anchor: str = "") -> str:
     return html.escape(url, quote=True)
 
 
+_NB_LINK = re.compile(r'href="(\.\./)?(evidence/)?(\d\d_[\w-]+)\.ipynb(#[^"]*)?"')
+
+
+def notebook_links(page: str, stem: str) -> str:
+    """The page with its links to other notebooks (markdown links such as `[evidence 04](evidence/04_....ipynb)` in a
+    lesson, `[lesson 04](../04_....ipynb)` in an evidence notebook) pointing at their pages on the site."""
+    in_evidence = stem.startswith("evidence/")
+
+    def target(m):
+        up, ev, name, anchor = m.groups()
+        evidence_target = bool(ev) if (up or not in_evidence) else True
+        return f'href="{href(("evidence/" if evidence_target else "") + name)}{anchor or ""}"'
+    return _NB_LINK.sub(target, page)
+
+
 def inline_json(value) -> str:
     """JSON to inline in a <script>: every '<', '>' and '&' as a unicode escape, so no text in it (a dataset's title
     such as '</script><script>...' or '<!--<script>') can end or comment out the script it sits in."""
@@ -214,7 +229,7 @@ def build(runs_dir="runs", site_dir="site") -> Path:
         body, _ = exporter.from_notebook_node(nb)
         head, sep, rest = body.partition("<body")
         tag_end = rest.index(">") + 1
-        page = offline(head + sep + rest[:tag_end] + nav_bar(stems, i) + rest[tag_end:])
+        page = notebook_links(offline(head + sep + rest[:tag_end] + nav_bar(stems, i) + rest[tag_end:]), stem)
         page = page.replace("MathJax.Hub.Config({", "MathJax.Hub.Config({" + MATHJAX_FONTS, 1)
         res = results.load(runs, stem)
         prov = res["provenance"] if res else None

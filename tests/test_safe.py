@@ -31,6 +31,15 @@ def test_style_escapes_cells_and_labels_whatever_is_chained():
     assert "<img" not in html_ and "<!--<script>" not in html_ and "&lt;img" in html_ and "1.23" in html_
 
 
+def test_links_between_notebooks_point_at_their_pages():
+    lesson = '<a href="evidence/04_intent_clusters.ipynb">e</a> <a href="03_diffusion_trajectories.ipynb#2.-x">l</a>'
+    assert site.notebook_links(lesson, "04_intent_clusters") == (
+        '<a href="evidence-04_intent_clusters.html">e</a> <a href="03_diffusion_trajectories.html#2.-x">l</a>')
+    ev = '<a href="../04_intent_clusters.ipynb">l</a> <a href="02_dual_view_fusion.ipynb">e</a>'
+    assert site.notebook_links(ev, "evidence/04_intent_clusters") == (
+        '<a href="04_intent_clusters.html">l</a> <a href="evidence-02_dual_view_fusion.html">e</a>')
+
+
 def test_site_inline_json_and_links_cannot_break_out():
     js = site.inline_json([{"title": HOSTILE[1] + HOSTILE[2] + "&"}])
     assert "<" not in js and ">" not in js and "&" not in js
