@@ -32,7 +32,7 @@ def test_index_and_local_links(built_site):
         markup = re.sub(r"<script\b.*?</script>", "", text, flags=re.S | re.I)   # links of the page, not of JS code
         for href in re.findall(r'href="([^"#:]+)"', markup):    # relative links (no scheme, no anchor-only)
             assert (built_site / href).is_file(), f"{page.name} links to a missing {href}"
-        for src in re.findall(r'<img[^>]+src="([^"]+)"', text):
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', markup):
             assert src.startswith("data:image/") or (built_site / src).is_file(), f"{page.name}: image {src[:40]}"
         assert not re.search(r"<script[^>]+src=\"https?://", text), f"{page.name} loads a script from the network"
 
