@@ -36,6 +36,11 @@ def split_reference(ref: str) -> tuple[str, str]:
     return "/".join(parts[:k]), "/".join(parts[k:])
 
 
+def split_name(k_events: int) -> str:
+    """How a row was tested: "last item" (leave-one-out) or "last K items" (`lib.data.last_k_events`)."""
+    return "last item" if k_events == 1 else f"last {k_events} items"
+
+
 def method_rows(found: dict) -> list[dict]:
     """One dict per method of every results file: notebook, method, setting, runs (with per-user ranks over the
     file's n_users), reference ((stem, method) its forest-plot difference is taken against, or None)."""
@@ -44,7 +49,7 @@ def method_rows(found: dict) -> list[dict]:
         for name, m in r.get("methods", {}).items():
             ref = split_reference(m["reference"]) if m.get("reference") else None
             rows.append({"notebook": stem, "method": name, "runs": m["runs"], "setting": m["setting"],
-                         "reference": ref, "n_users": r["n_users"]})
+                         "reference": ref, "n_users": r["n_users"], "k_events": m.get("k_events", 1)})
     return rows
 
 
@@ -62,6 +67,7 @@ def table(rows: list[dict], metrics_=("HR@10", "NDCG@10", "MRR@10"), groups=("ta
     out = []
     for row in rows:
         d = {"notebook": utils.stem_number(row["notebook"]), "method": row["method"], "setting": row["setting"],
+             "test": split_name(row.get("k_events", 1)),
              "users": int(sum(x is not None for x in row["runs"][0]["ranks"]))}
         for m in metrics_:
             mu, sd = _mean_std(row["runs"], "overall", m)
@@ -80,7 +86,8 @@ def forest(rows: list[dict], metric: str = "NDCG@10") -> list[dict]:
     out = []
     for r in rows:
         ref = by.get(r["reference"]) if r["reference"] else None
-        if ref is None or ref is r or ref["n_users"] != r["n_users"]:
+        if (ref is None or ref is r or ref["n_users"] != r["n_users"]
+                or ref.get("k_events", 1) != r.get("k_events", 1)):     # only on the same users and the same split
             continue
         c = metrics.compare(r["runs"], ref["runs"], metric, n_perm=0)   # the interval; no p-value needed
         out.append({"label": f"{utils.stem_number(r['notebook'])} · {r['method']}",

@@ -26,6 +26,8 @@ import platform
 import subprocess
 import time
 
+import numpy as np
+
 from lib import claims as claims_registry
 from lib import metrics, utils
 
@@ -84,11 +86,15 @@ def provenance(params: dict, *, seconds: float, device: str, smoke: bool) -> dic
             "caches": [dict(e) for e in utils.CACHE_LOG]}
 
 
-def method(runs: list[dict], setting: str, reference: str | None = DEFAULT_REFERENCE) -> dict:
+def method(runs: list[dict], setting: str, reference: str | None = DEFAULT_REFERENCE, k_events: int = 1) -> dict:
     """A method's entry: its runs (one per seed; each keeps its overall and group metrics and per-user ranks),
-    a sentence on how it was run, and the row its forest-plot difference is taken against ("stem/method")."""
+    a sentence on how it was run, the row its forest-plot difference is taken against ("stem/method"), and the split
+    its runs were tested on: `k_events` test events per user (`lib.data.last_k_events`; 1 = leave-one-out). Rows of
+    different splits are never compared (the leaderboard pairs a row with its reference only on the same split)."""
+    if not isinstance(k_events, (int, np.integer)) or isinstance(k_events, bool) or k_events < 1:
+        raise ResultsError(f"k_events (test events per user) must be an integer >= 1, got {k_events!r}")
     keep = [{k: v for k, v in r.items() if k in metrics.GROUPS or k == "ranks"} for r in runs]
-    return {"setting": setting, "reference": reference, "runs": keep}
+    return {"setting": setting, "reference": reference, "runs": keep, "k_events": int(k_events)}
 
 
 def full_ranks(ranks, users, n_users: int) -> list:
@@ -145,6 +151,9 @@ def validate(r: dict, stem: str) -> dict:
     for name, m in methods.items():
         if not isinstance(m, dict) or not isinstance(m.get("setting"), str) or not m.get("runs"):
             bad(f"methods[{name!r}] needs a 'setting' sentence and at least one run")
+        k = m.get("k_events", 1)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            bad(f"methods[{name!r}].k_events must be an integer >= 1 (test events per user), got {k!r}")
         for i, run in enumerate(m["runs"]):
             if "overall" not in run or len(run.get("ranks") or ()) != n:
                 bad(f"methods[{name!r}].runs[{i}] needs 'overall' and 'ranks' of length n_users = {n} "

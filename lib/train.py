@@ -280,3 +280,17 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
 
     (model, result), cached = utils.cached(path, compute, use=use_cache, load=load, save=save)
     return model, result, cached
+
+
+def fit_sasrec_reference(ds, split, seed: int, *, device="cpu", use_cache: bool = True, progress: bool = True):
+    """(model, FitResult, cached): evidence 01's SASRec (`sasrec.DEFAULTS`, the 30-epoch schedule
+    `sasrec.TRAIN_DEFAULTS`) trained on `split` with `seed`: the reference every evidence notebook puts beside its
+    claims, on its own split (a K-event split trains on less than leave-one-out). The cache key is evidence 01's own
+    (the same key, fit arguments and code), so one fit per (dataset, split, seed) serves evidence 01 and every notebook
+    that asks for it in the same run."""
+    from lib.models.sasrec import DEFAULTS, SASRec
+
+    cfg = dict(DEFAULTS)
+    return fit_cached(lambda: SASRec(ds.n_items, **cfg), split, seed=seed, use_cache=use_cache, progress=progress,
+                      key={"model": "SASRec", "dataset": ds.name, **cfg}, device=device, max_len=cfg["max_len"],
+                      **TRAIN_DEFAULTS)

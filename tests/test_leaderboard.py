@@ -73,3 +73,28 @@ def test_a_note_on_the_rows_compared_reaches_the_claims_table_and_08():
     assert tab.loc["06.text_vs_id", "note"] == note and tab.loc["06.hdrec_vs_text", "note"] == ""
     rows = {r["id"]: r for r in leaderboard.claims({"06_hdrec_dual_lora": {"claims": dec}})}
     assert rows["06.text_vs_id"]["note"] == note and rows["06.hdrec_vs_text"]["note"] is None
+
+
+def _run(ranks):
+    return {"overall": {"NDCG@10": 0.1, "HR@10": 0.2, "MRR@10": 0.05}, "ranks": ranks}
+
+
+def test_a_row_is_compared_with_its_reference_only_on_the_same_split():
+    from lib import results
+    rng = np.random.default_rng(0)
+    loo = [_run(rng.integers(1, 50, 200).tolist())]
+    events = [_run([rng.integers(1, 50, 3).tolist() for _ in range(200)])]
+    found = {"evidence/01_sasrec_baseline": {"n_users": 200, "methods": {
+                 "SASRec": results.method(loo, "leave-one-out", reference=None)}},
+             "evidence/02_dual_view_fusion": {"n_users": 200, "methods": {
+                 "SASRec (01's schedule)": results.method(events, "last 3", reference=None, k_events=3),
+                 "gated": results.method(events, "last 3", k_events=3,
+                                         reference="evidence/02_dual_view_fusion/SASRec (01's schedule)"),
+                 "gated vs 01": results.method(events, "last 3", k_events=3)}}}   # default reference: 01's, other split
+    rows = leaderboard.method_rows(found)
+    pairs = {(f["label"], f["vs"]) for f in leaderboard.forest(rows)}
+    assert pairs == {("02 · gated", "02 · SASRec (01's schedule)")}       # never the leave-one-out row
+    tab = leaderboard.table(rows).set_index("method")
+    assert tab.loc["SASRec", "test"] == "last item" and tab.loc["gated", "test"] == "last 3 items"
+    with pytest.raises(results.ResultsError, match="k_events"):
+        results.method(loo, "x", k_events=0)

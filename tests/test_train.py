@@ -252,3 +252,26 @@ def test_fit_cached_keys_a_partial_fit_function_by_its_function_and_arguments(tm
     assert fit(functools.partial(train.fit, on_epoch=log_a)) is False
     assert fit(functools.partial(train.fit, on_epoch=log_a)) is True
     assert fit(functools.partial(train.fit, on_epoch=log_b)) is False, "another bound function: another fit"
+
+
+def test_the_reference_sasrec_is_evidence_01s_fit(monkeypatch):
+    """fit_sasrec_reference asks fit_cached for exactly what evidence 01 asks at its defaults (so one cached fit per
+    split and seed serves both): the same model settings, key and fit arguments."""
+    from lib import params
+    from lib.models.sasrec import DEFAULTS, TRAIN_DEFAULTS
+    d01 = params.defaults("evidence/01_sasrec_baseline")
+    cfg01 = dict(DEFAULTS, hidden=d01["hidden"], n_layers=d01["n_layers"], n_heads=d01["n_heads"],
+                 max_len=d01["max_len"], dropout=d01["dropout"], attn_dropout=d01["dropout"])
+    fit01 = {k: d01[k] for k in TRAIN_DEFAULTS}
+    assert cfg01 == DEFAULTS and fit01 == TRAIN_DEFAULTS
+    seen = {}
+
+    def fake(build, split, **kw):
+        seen.update(kw, model=build())
+        return "m", "f", False
+    monkeypatch.setattr(train, "fit_cached", fake)
+    ds = type("DS", (), {"n_items": 30, "name": "toy"})()
+    assert train.fit_sasrec_reference(ds, "split", 4, use_cache=False) == ("m", "f", False)
+    assert seen["key"] == {"model": "SASRec", "dataset": "toy", **cfg01} and seen["seed"] == 4
+    assert {k: seen[k] for k in TRAIN_DEFAULTS} == fit01 and seen["max_len"] == cfg01["max_len"]
+    assert seen["model"].item_emb.weight.shape[1] == cfg01["hidden"]
