@@ -282,15 +282,21 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
     return model, result, cached
 
 
-def fit_sasrec_reference(ds, split, seed: int, *, device="cpu", use_cache: bool = True, progress: bool = True):
+def fit_sasrec_reference(ds, split, seed: int, *, device="cpu", use_cache: bool = True, progress: bool = True,
+                         smoke: bool = False):
     """(model, FitResult, cached): evidence 01's SASRec (`sasrec.DEFAULTS`, the 30-epoch schedule
     `sasrec.TRAIN_DEFAULTS`) trained on `split` with `seed`: the reference every evidence notebook puts beside its
     claims, on its own split (a K-event split trains on less than leave-one-out). The cache key is evidence 01's own
     (the same key, fit arguments and code), so one fit per (dataset, split, seed) serves evidence 01 and every notebook
-    that asks for it in the same run."""
+    that asks for it in the same run. smoke=True (a notebook's smoke run): the same model and schedule shrunk as the
+    notebooks shrink theirs (hidden 16, 20 items, one epoch), never cached, so a smoke run trains it in seconds."""
     from lib.models.sasrec import DEFAULTS, SASRec
 
-    cfg = dict(DEFAULTS)
+    cfg, sched = dict(DEFAULTS), dict(TRAIN_DEFAULTS)
+    if smoke:
+        cfg.update(hidden=16, inner=32, max_len=20)
+        sched.update(epochs=1, decay_epochs=1, patience=1)
+        use_cache = False
     return fit_cached(lambda: SASRec(ds.n_items, **cfg), split, seed=seed, use_cache=use_cache, progress=progress,
                       key={"model": "SASRec", "dataset": ds.name, **cfg}, device=device, max_len=cfg["max_len"],
-                      **TRAIN_DEFAULTS)
+                      **sched)

@@ -275,3 +275,20 @@ def test_the_reference_sasrec_is_evidence_01s_fit(monkeypatch):
     assert seen["key"] == {"model": "SASRec", "dataset": "toy", **cfg01} and seen["seed"] == 4
     assert {k: seen[k] for k in TRAIN_DEFAULTS} == fit01 and seen["max_len"] == cfg01["max_len"]
     assert seen["model"].item_emb.weight.shape[1] == cfg01["hidden"]
+
+
+def test_the_reference_sasrec_in_a_smoke_run_is_small_and_never_cached(monkeypatch):
+    """smoke=True shrinks the model and the schedule as the notebooks' smoke runs do and trains without the cache (a
+    smoke run must not read or write a default-size fit under the same key); the defaults are unchanged otherwise."""
+    from lib.models.sasrec import TRAIN_DEFAULTS
+    seen = {}
+
+    def fake(build, split, **kw):
+        seen.update(kw, model=build())
+        return "m", "f", False
+    monkeypatch.setattr(train, "fit_cached", fake)
+    ds = type("DS", (), {"n_items": 30, "name": "toy"})()
+    train.fit_sasrec_reference(ds, "split", 1, smoke=True)
+    assert seen["use_cache"] is False and seen["epochs"] == 1 and seen["decay_epochs"] == 1
+    assert seen["model"].item_emb.weight.shape[1] == 16 and seen["max_len"] == 20 == seen["key"]["max_len"]
+    assert seen["lr"] == TRAIN_DEFAULTS["lr"] and seen["batch_size"] == TRAIN_DEFAULTS["batch_size"]
