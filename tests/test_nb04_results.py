@@ -11,6 +11,7 @@ from lib import intents, metrics, run
 from nbtools import cells, notebook_function
 
 LESSON, EVIDENCE = "04_intent_clusters", "evidence/04_intent_clusters"
+REF = "SASRec (01's schedule)"           # evidence 01's SASRec trained on this notebook's K-event split
 
 
 def test_evidence_links_back_to_its_lesson():
@@ -55,14 +56,46 @@ def test_info_nce_exercise_check_passes_a_right_answer_and_names_the_common_mist
             check(fn, z_i, z_j, tau)
 
 
-def test_evidence_refuses_results_of_another_dataset_or_kind_of_run():
-    same_run = notebook_function(EVIDENCE, "same_run", {"smoke": False, "dataset": "ml-100k"})
-    ok = {"smoke": False, "provenance": {"params": {"dataset": "ml-100k"}}}
+def test_evidence_refuses_results_of_another_dataset_split_or_kind_of_run():
+    same_run = notebook_function(EVIDENCE, "same_run", {"smoke": False, "dataset": "ml-100k", "k_events": 10})
+    ok = {"smoke": False, "k_events": 10, "provenance": {"params": {"dataset": "ml-100k"}}}
     assert same_run(ok)
     assert not same_run(None)
     assert not same_run({**ok, "provenance": {"params": {"dataset": "data/other"}}})    # another dataset: retrain
     assert not same_run({**ok, "smoke": True})                                          # a smoke run's rows
     assert not same_run({"smoke": False})                                                # no provenance params
+    assert not same_run({**ok, "k_events": 3})                                        # another K-event split
+    loo = {k: v for k, v in ok.items() if k != "k_events"}                            # a file of the leave-one-out era
+    assert not same_run(loo)
+    assert notebook_function(EVIDENCE, "same_run", {"smoke": False, "dataset": "ml-100k", "k_events": 1})(loo)
+
+
+def test_sasrec_row_is_evidence_01s_sasrec_on_this_split():
+    """The SASRec row (the B of "beats SASRec", beside every "beats ID-only" claim) is evidence 01's SASRec fitted on this
+    notebook's own split (`train.fit_sasrec_reference`) and tested there; the default split is a K-event split."""
+    from lib import params
+    calls = []
+
+    class Model:
+        max_len = 7
+
+    class Train:
+        @staticmethod
+        def fit_sasrec_reference(ds, split, seed, **kw):
+            calls.append((ds, split, seed, kw))
+            return Model(), "fit", True
+
+        @staticmethod
+        def evaluate_model(model, split, max_len, stage, **kw):
+            return {"split": split, "max_len": max_len, "stage": stage}
+
+    reference_run = notebook_function(EVIDENCE, "reference_run", {"train": Train, "ds": "DS", "split": "SPLIT",
+                                                                  "device": "cpu", "smoke": False})
+    assert reference_run(1) == ({"split": "SPLIT", "max_len": 7, "stage": "test"}, "fit", True)
+    assert calls == [("DS", "SPLIT", 1, {"device": "cpu", "smoke": False})]
+    src = "\n".join("".join(c["source"]) for c in cells(EVIDENCE) if c["cell_type"] == "code")
+    assert "split = data.last_k_events(ds, k_events)" in src and "leave_one_out" not in src
+    assert params.defaults(EVIDENCE)["k_events"] == 10
 
 
 @pytest.mark.notebook
@@ -103,7 +136,7 @@ def test_nb04_evidence_smoke_results(smoke_results):
     abl = cl["04.diffusion_cl"]
     assert abl["n_seeds"] == [1, 1] and abl["seed_std"] is None
     models = res["models"]
-    assert {"LLMDiRec", "ID-only", "SASRec", "fusion only (gated)"} <= set(models)
+    assert {"LLMDiRec", "ID-only", REF, "fusion only (gated)"} <= set(models)
     for name, m in models.items():
         assert len(m["runs"]) == len(res["seeds"]), name
         for g in ("overall", "tail", "head", "cold", "hot"):
@@ -127,7 +160,21 @@ def test_nb04_evidence_smoke_results(smoke_results):
     # recent-window intents are sticky: far more often kept than a uniform assignment (1/K) would
     assert scratch["stay_probability"] > 2 / K
     assert all(math.isfinite(v) and v >= 0 for v in res["timings"].values())
-    # notebook 01's SASRec beside every claim against a 20-epoch baseline, when its results were there
-    if res["vs_sasrec01"]:
-        assert {"04.llmdirec_vs_id", "04.llmdirec_vs_sasrec", "04.tail", "04.cold"} == set(res["vs_sasrec01"])
-        assert all(cl[cid]["note"] for cid in res["vs_sasrec01"])
+    # the K-event split (smoke: 3 events per user): recorded, and every row tested on it
+    assert res["k_events"] == 3 and res["n_users"] == 943 and 943 < res["n_events"] <= 3 * 943
+    for name, m in res["methods"].items():
+        assert m["k_events"] == 3, name
+        assert m["reference"] == (None if name == REF else f"{EVIDENCE}/{REF}"), name
+        for r in m["runs"]:
+            assert len(r["ranks"]) == 943 and sum(len(x) for x in r["ranks"]) == res["n_events"], name
+    # "beats SASRec" is decided against the reference row (all users, every event), which has the headline seeds
+    ref = res["methods"][REF]["runs"]
+    assert len(ref) == len(res["seeds"]) == len(res["reference_fits"])
+    assert cl["04.llmdirec_vs_sasrec"]["mean_b"] == pytest.approx(sum(r["overall"]["NDCG@10"] for r in ref) / len(ref),
+                                                                  abs=1e-9)
+    assert cl["04.llmdirec_vs_sasrec"]["n_seeds"] == [2, 2] and cl["04.llmdirec_vs_sasrec"]["n_users"] == 943
+    # SASRec (01's schedule) beside every claim against the 20-epoch ID-only twin, on the same users and events
+    assert set(res["vs_reference"]) == {"04.llmdirec_vs_id", "04.tail", "04.cold"} and "vs_sasrec01" not in res
+    assert all(cl[cid]["note"] for cid in res["vs_reference"])
+    for cid, v in res["vs_reference"].items():
+        assert v["mean_a"] == pytest.approx(cl[cid]["mean_a"]) and v["n_users"] == cl[cid]["n_users"], cid
