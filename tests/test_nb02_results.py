@@ -8,7 +8,8 @@ from lib import claims, metrics, run
 from nbtools import cells, notebook_function
 
 LESSON, EVIDENCE = "02_dual_view_fusion", "evidence/02_dual_view_fusion"
-NAMES = ("ID-only (SASRec)", "gated w/o L_align", "concat", "weighted", "cross-attention", "text-only")
+REF = "SASRec (01's schedule)"           # the ID-only row: evidence 01's SASRec trained on the K-event split
+NAMES = (REF, "gated w/o L_align", "concat", "weighted", "cross-attention", "text-only")
 
 
 def test_evidence_links_back_to_its_lesson():
@@ -39,6 +40,49 @@ def test_gate_exercise_check_passes_a_right_answer_and_names_the_common_mistakes
     for hint, fn in wrong.items():
         with pytest.raises(AssertionError, match=hint):
             check(fn, fusion, e_id, e_llm)
+
+
+def test_id_only_twin_is_sasrec():
+    """The ID-only row of every "beats ID-only" claim is evidence 01's SASRec fitted on this notebook's own split
+    (`train.fit_sasrec_reference`, its cache key), evaluated on that split's test events, fitted once per seed; not a
+    weaker twin trained here. The default split is a K-event split."""
+    from lib import params
+    calls, evaluated = [], []
+
+    class Model:
+        max_len = 7
+
+        def cpu(self):
+            return self
+
+        def eval(self):
+            return self
+
+    class Fit:
+        best_epoch, history, best_valid, seconds = 1, [{}], {"NDCG@10": 0.1}, 2.0
+
+    class Train:
+        @staticmethod
+        def fit_sasrec_reference(ds, split, seed, **kw):
+            calls.append((ds, split, seed, kw))
+            return Model(), Fit(), False
+
+        @staticmethod
+        def evaluate_model(model, split, max_len, stage, **kw):
+            evaluated.append((split, max_len, stage))
+            return {"overall": {"NDCG@10": 0.2}}
+
+    ns = {"fits": {}, "runs": {}, "models": {}, "REF": REF, "train": Train, "ds": "DS", "split": "SPLIT",
+          "device": "cpu", "smoke": False}
+    fit_reference = notebook_function(EVIDENCE, "fit_reference", ns)
+    model = fit_reference(2)
+    fit_reference(2)                                                   # a second ask is the same fit, not a second one
+    assert calls == [("DS", "SPLIT", 2, {"device": "cpu", "smoke": False})]
+    assert evaluated == [("SPLIT", 7, "test")] and ns["models"][(REF, 2)] is model
+    assert ns["runs"][(REF, 2)] == {"overall": {"NDCG@10": 0.2}}
+    src = "\n".join("".join(c["source"]) for c in cells(EVIDENCE) if c["cell_type"] == "code")
+    assert "split = data.last_k_events(ds, k_events)" in src and "leave_one_out" not in src
+    assert params.defaults(EVIDENCE)["k_events"] == 10
 
 
 @pytest.mark.notebook
@@ -85,12 +129,25 @@ def test_nb02_evidence_smoke_results(smoke_results):
     # smoke: ID-only x 2 seeds, the grid {0, 1} at seed 0 (lambda 0 is also "w/o L_align"), the chosen lambda and
     # w/o L_align at seed 1 (one fit when lambda 0 is chosen), 4 rivals x 1 seed
     assert res["timings"]["fits"] == (9 if lam == 0 else 10) and len(res["seeds"]) == 2
+    # the K-event split (smoke: 3 events per user): recorded, and every row tested on it
+    assert res["k_events"] == 3 and res["n_users"] == 943 and 943 < res["n_events"] <= 3 * 943
+    assert res["names"]["id_only"] == REF and "vs_sasrec01" not in res
+    for name, m in res["methods"].items():
+        assert m["k_events"] == 3, name
+        assert m["reference"] == (None if name == REF else f"{EVIDENCE}/{REF}"), name
+        for r in m["runs"]:
+            assert len(r["ranks"]) == 943 and sum(len(x) for x in r["ranks"]) == res["n_events"], name
+    assert len(res["methods"][REF]["runs"]) == len(res["seeds"])
     cl = res["claims"]
     assert {c["verdict"] for c in cl.values()} <= set(metrics.VERDICTS)
-    # every claim of 02; the one against notebook 01's SASRec only where 01's evidence results were there
-    expected = {c.id for c in claims.for_notebook("02")}
-    assert set(cl) - {"02.gated_vs_sasrec01"} == expected - {"02.gated_vs_sasrec01"}
+    # every claim of 02, each against the rows of this run (none read from another notebook's file)
+    assert set(cl) == {c.id for c in claims.for_notebook("02")}
     assert all(c["id"] == k for k, c in cl.items())
+    # every "beats ID-only" claim's B is the reference row: its mean is the reference's (all users, every event)
+    ref_ndcg = sum(r["overall"]["NDCG@10"] for r in res["methods"][REF]["runs"]) / len(res["seeds"])
+    for cid in ("02.gated_vs_id", "02.noalign_vs_id", "02.gated_vs_sasrec01"):
+        assert cl[cid]["mean_b"] == pytest.approx(ref_ndcg, abs=1e-9) and cl[cid]["n_users"] == 943, cid
+    assert cl["02.gated_vs_sasrec01"]["verdict"] == cl["02.gated_vs_id"]["verdict"] and cl["02.gated_vs_sasrec01"]["note"]
     assert cl["02.align"]["a"] == "gated fusion" and cl["02.noalign_vs_id"]["verdict"] in metrics.VERDICTS
     main = cl["02.gated_vs_id"]
     assert main["kind"] == "paper" and main["paper_effect"] == pytest.approx(0.4300 / 0.4188 - 1, abs=1e-4)
@@ -98,10 +155,3 @@ def test_nb02_evidence_smoke_results(smoke_results):
     assert main["n_seeds"] == [2, 2] and main["seed_std"] is not None and main["n_users"] == 943
     assert main["ci"][0] <= main["diff"] <= main["ci"][1]
     assert cl["02.rival.concat"]["n_seeds"] == [2, 1]
-    # notebook 01's SASRec beside every "beats ID-only" claim when its results were there, else nothing
-    vs01 = res["vs_sasrec01"]
-    if "02.gated_vs_sasrec01" in cl:
-        assert {"02.gated_vs_id", "02.tail", "02.cold", "02.noalign_vs_id"} <= set(vs01)
-        assert all(cl[cid]["note"] for cid in vs01)
-    else:
-        assert vs01 == {}
