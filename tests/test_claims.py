@@ -78,3 +78,11 @@ def test_the_negligible_band_is_at_most_half_the_papers_effect():
     d = claims.decide("05.ablation.router", np.maximum(1, b - 1), b)
     assert d["margin_rel"] == pytest.approx(claims.band("05.ablation.router"))
     assert d["replicates"] is None and claims.decide("02.tail", b, b)["replicates"] == "04.tail"
+
+
+def test_07s_sasrec_claim_names_the_reference_trained_on_its_own_split():
+    """Evidence 07 decides 'DeftRec beats SASRec' against evidence 01's SASRec trained on 07's own K-event split
+    (train.fit_sasrec_reference), the row the suite calls "SASRec (01's schedule)"; not 01's leave-one-out rows."""
+    c = claims.REGISTRY["07.deftrec_vs_sasrec"]
+    assert c.b == "SASRec (01's schedule)" and c.a == "DeftRec (paper)" and c.kind == "paper"
+    assert not any("notebook 01" in (x.b + x.a) for x in claims.for_notebook("07"))

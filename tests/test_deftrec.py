@@ -94,6 +94,29 @@ def test_lightgcn_fit_keeps_its_best_epoch():
     assert again == pytest.approx(max(vals)), "the best epoch's weights are back"
 
 
+def test_lightgcn_scorer_maps_a_k_event_splits_rows_to_users():
+    """On a K-event split the test stage has one row per event: scorer(split) scores each with its user's vector
+    (the same scores as the user's row), and the per-user evaluation sees every event; without the split a row
+    beyond the users is refused rather than scored as another user."""
+    from lib import metrics
+    rng = np.random.default_rng(2)
+    seqs = [rng.permutation(np.arange(1, 12))[:9] for _ in range(5)]
+    k = 3
+    sp = data.Split(train=[s[:-(k + 1)] for s in seqs], valid=np.array([s[-(k + 1)] for s in seqs]),
+                    test=np.concatenate([s[-k:] for s in seqs]), n_items=12, test_user=np.repeat(np.arange(5), k))
+    torch.manual_seed(0)
+    m = lightgcn.LightGCN(5, 12, lightgcn.norm_adjacency(sp.train, 12), dim=4, n_layers=1)
+    U, I = m.tables()
+    rows = torch.arange(sp.n_events)
+    S = m.scorer(sp)(rows, "test")
+    assert S.shape == (15, 12) and torch.allclose(S, (U @ I.T)[torch.from_numpy(sp.test_user)])
+    assert torch.allclose(m.scorer(sp)(torch.arange(5), "valid"), U @ I.T)
+    r = metrics.evaluate(m.scorer(sp), sp, "test", groups=False, ranks=True)
+    assert len(r["ranks"]) == 5 and all(len(x) == k for x in r["ranks"]) and r["overall"]["events"] == 15
+    with pytest.raises(ValueError, match="scorer\\(split\\)"):
+        metrics.evaluate(m.scorer(), sp, "test", groups=False)
+
+
 # --------------------------------------------------------------------------- the BPR diffusion term
 class Echo(torch.nn.Module):
     """f(x_t, t, c) = x_t: a denoiser whose errors can be computed by hand."""
@@ -464,24 +487,60 @@ def test_windows_give_training_prompts_then_valid_and_test():
     assert [h.tolist() for h in hs] == [[1, 2], [2], [1], [2, 3], [2, 3], [3, 4], [3, 4]]
 
 
-def test_cached_llm_pass_is_keyed_by_settings_prompt_text_and_code(monkeypatch):
-    """The one place that names the LLM pass's cache file (lesson and evidence share it): another tokenizer, another
-    title in the prompts, or an edit of the code on its path is another pass; the same inputs are the same file."""
+def test_windows_on_a_k_event_split_give_each_test_event_its_own_prompt():
+    """K events: one test prompt per event, for the event's user, from the items before that event (its earlier test
+    events included), in the test stage's row order; training and validation prompts as on any split."""
+    sp = data.Split(train=[np.array([1, 2, 3]), np.array([2])], valid=np.array([4, 3]), test=np.array([5, 6, 4, 6]),
+                    n_items=7, test_user=np.array([0, 0, 1, 1]))
+    us, hs, ts, st = deftrec_train.windows(sp, n_windows=1, L=3)
+    te = np.flatnonzero(st == "test")
+    assert len(te) == sp.n_events == 4 and us[te].tolist() == sp.rows_user("test").tolist() == [0, 0, 1, 1]
+    assert ts[te].tolist() == sp.test.tolist()
+    assert [hs[i].tolist() for i in te] == [[2, 3, 4], [3, 4, 5], [2, 3], [2, 3, 4]]      # each event's own prefix
+    va = np.flatnonzero(st == "valid")
+    assert us[va].tolist() == [0, 1] and [hs[i].tolist() for i in va] == [[1, 2, 3], [2]]
+    loo = data.Split(train=sp.train, valid=sp.valid, test=np.array([5, 4]), n_items=7)
+    assert (deftrec_train.windows(loo, 1, 3)[3] == "test").sum() == 2                    # one per user
+
+
+def test_cached_llm_pass_is_keyed_by_settings_prompts_prompt_text_and_code(monkeypatch):
+    """The one place that names the LLM pass's cache file (lesson and evidence go through it): another tokenizer, other
+    prompts (the same users on a K-event split instead of leave-one-out), another title in the prompts, or an edit of
+    the code on its path is another pass; the same inputs are the same file. It computes the pass from the prompts it
+    keys."""
     from lib import utils
-    seen = []
+    seen, computed = [], []
     monkeypatch.setattr(utils, "cached", lambda path, compute: (seen.append(path), ({}, False))[1])
-    Q, P_u = torch.ones(3, 2), torch.zeros(2, 2)
+    Q, P_u = torch.ones(7, 2), torch.zeros(2, 2)
     cfg = dict(deftrec_train.LLM_DEFAULTS)
+    loo = data.Split(train=[np.array([1, 2, 3]), np.array([2])], valid=np.array([4, 3]), test=np.array([5, 4]),
+                     n_items=7)
+    events = data.Split(train=loo.train, valid=loo.valid, test=np.array([5, 6, 4, 6]), n_items=7,
+                        test_user=np.array([0, 0, 1, 1]))
+
+    def prompts(split):
+        W_users, W_hist, W_target, W_stage = deftrec_train.windows(split, 1, 3)
+        tr = np.flatnonzero(W_stage == "train")
+        return W_users, W_hist, tr, W_target[tr] % 2
+
     kw = dict(dataset="ml-100k", smoke=False, seed=0, bf16=True, Q=Q, P_u=P_u, genre_names=["Drama", "War"])
-    call = lambda **more: deftrec_train.cached_llm_pass(lambda: None, **{**kw, "cfg": cfg, "titles": ["A", "B"], **more})
+    call = lambda split=loo, **more: deftrec_train.cached_llm_pass(
+        lambda: None, *prompts(split), **{**kw, "cfg": cfg, "titles": ["A", "B"], **more})
     call(); call()
     call(cfg=dict(cfg, K=1))
+    call(events)
     call(titles=["A", "<b>B</b>"])
     call(genre_names=["Drama", "Western"])
     monkeypatch.setattr(utils, "code_fingerprint", lambda *m: "0" * 16)
     call()
     assert seen[0] == seen[1], "the same inputs: the same file"
-    assert len(set(seen[1:])) == 5, "a tokenizer setting, a title, a genre name and the code each make another pass"
+    assert len(set(seen[1:])) == 6, "a tokenizer setting, the prompts, a title, a genre name and the code each make another pass"
+    # what it computes on a miss is llm_pass over the very prompts of the key
+    monkeypatch.setattr(utils, "cached", lambda path, compute: (compute(), False))
+    monkeypatch.setattr(deftrec_train, "llm_pass", lambda *a: computed.append(a) or {})
+    W = prompts(events)
+    deftrec_train.cached_llm_pass("build", *W, **{**kw, "cfg": cfg, "titles": ["A", "B"]})
+    assert computed[0][0] == "build" and computed[0][1] is W[0] and computed[0][2] is W[1] and computed[0][5] is cfg
 
 
 # --------------------------------------------------------------------------- the lesson's exercise checks

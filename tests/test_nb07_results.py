@@ -32,6 +32,17 @@ def test_nb07_smoke_results(smoke_results):
     assert cl["07.dot_vs_cosine"]["n_seeds"] == [2, 2]
     main = cl["07.deftrec_vs_lightgcn"]
     assert main["n_seeds"] == [2, 2] and main["seed_std"] is not None and main["ci"][0] <= main["diff"] <= main["ci"][1]
+    # the K-event split: every row tested on the smoke's K events per user and set against evidence 01's SASRec
+    # trained on the same split (a run on leave-one-out, or against 01's leave-one-out rows, fails here)
+    k, ref = res["k_events"], "SASRec (01's schedule)"
+    assert k == 2 and res["params"]["k_events"] == k and res["n_events"] == 943 * k and res["n_users"] == 943
+    assert res["methods"][ref]["reference"] is None and len(res["methods"][ref]["runs"]) == 2
+    for name, m in res["methods"].items():
+        assert m["k_events"] == k and (name == ref or m["reference"] == f"{STEM}/{ref}"), name
+        for r in m["runs"]:
+            assert all(isinstance(x, list) and len(x) == k for x in r["ranks"]), name      # each user's K events
+    vs = res["claims"]["07.deftrec_vs_sasrec"]
+    assert vs["n_users"] == 943 and vs["n_seeds"] == [2, 2]
     # the released code's sampler starts where alpha_bar is high; ours where it is ~0
     samp = res["samplers"]
     ours = next(v for k, v in samp.items() if k.startswith("trailing"))
@@ -114,9 +125,10 @@ def test_nb07_the_llm_pass_cache_is_named_in_one_place():
         assert "deftrec_train.cached_llm_pass(" in src and "cache_file(" not in src, stem
 
 
-def test_nb07_lesson_and_evidence_share_the_llm_pass_at_their_defaults():
-    """The evidence notebook's LLM settings default to deftrec_train.LLM_DEFAULTS, which the lesson uses: at the
-    defaults both ask cached_llm_pass for the same key, so the pass runs once for the two."""
+def test_nb07_lesson_and_evidence_share_the_llm_settings_at_their_defaults():
+    """The evidence notebook's LLM settings default to deftrec_train.LLM_DEFAULTS, which the lesson uses, so the two
+    passes differ only in their prompts: the lesson's leave-one-out prompts, the evidence's one prompt per test event
+    of its K-event split (cached_llm_pass keys the prompts, so neither reads the other's pass)."""
     import papermill as pm
 
     from lib.models import deftrec_train
@@ -125,3 +137,18 @@ def test_nb07_lesson_and_evidence_share_the_llm_pass_at_their_defaults():
     for k, v in deftrec_train.LLM_DEFAULTS.items():
         assert float(ev[k]) == float(v), k
     assert float(les["K"]) == float(ev["K"]) and float(les["rho"]) == float(ev["rho"])
+
+
+def test_nb07_evidence_decides_on_the_k_event_split_against_sasrec_trained_on_it():
+    """Issue 35: the evidence notebook builds the K-event split once (k_events = 3 at its defaults), scores LightGCN
+    per event, and decides 'DeftRec beats SASRec' against evidence 01's SASRec trained on that split; it neither goes
+    back to leave-one-out nor reads 01's leave-one-out rows."""
+    import papermill as pm
+
+    ev = {k: v["default"] for k, v in pm.inspect_notebook(str(run.NOTEBOOKS / f"{STEM}.ipynb")).items()}
+    assert int(ev["k_events"]) == 3
+    code = "\n".join(c.source for c in nbformat.read(run.NOTEBOOKS / f"{STEM}.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+    assert code.count("data.last_k_events(ds, k_events)") == 1 and "leave_one_out(" not in code
+    assert "train.fit_sasrec_reference(ds, split, s" in code and '("07.deftrec_vs_sasrec", D, REF)' in code
+    assert "01_sasrec_baseline" not in code and "scorer(split)" in code and ".scorer()" not in code

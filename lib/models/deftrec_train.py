@@ -5,9 +5,10 @@
   negatives (``lib.diffusion.bpr_diffusion_loss``); the released code's pairing (every condition with every target
   of the batch), mean-of-negatives and loss scale (per-coordinate means in both terms) as options.
 * ``train_regressor``: the w/o Diffusion ablation (an MLP regressing c -> q+).
-* ``windows``, ``build_llm``, ``llm_pass``, ``cached_llm_pass``: the prompts, the LLM with its adapter and
-  tokenizers, L_LLM then one forward per prompt, and the one place that names that pass's cache file (notebook 07's
-  lesson and evidence notebook share it).
+* ``windows``, ``build_llm``, ``llm_pass``, ``cached_llm_pass``: the prompts (one per test row: a user on
+  leave-one-out, each test event on a K-event split), the LLM with its adapter and tokenizers, L_LLM then one forward
+  per prompt, and the one place that names that pass's cache file (notebook 07's lesson and evidence notebook both
+  go through it; its key holds the prompts, so each split has its own pass).
 """
 from __future__ import annotations
 
@@ -180,16 +181,30 @@ def train_regressor(cond: torch.Tensor, pos: np.ndarray, Q: torch.Tensor, valid_
 # --------------------------------------------------------------------------- the prompts and the LLM pass
 def windows(split, n_windows: int, L: int):
     """(users, histories, targets, stage) of every prompt: n_windows training prompts per user (the targets are its
-    last n_windows training items, each after the L items before it), then every user's valid and test prompt."""
+    last n_windows training items, each after the L items before it), then one prompt per row of the validation and
+    of the test stage, each from that row's own history (`split.history(stage)`) for that row's user
+    (`split.rows_user(stage)`): a user on leave-one-out; on a K-event split (`data.last_k_events`) every test EVENT,
+    whose prompt carries the items before it (the user's earlier test events included). Test prompts come in the
+    test stage's row order, so scores computed over them are the rows `lib.metrics.evaluate` ranks."""
     us, hs, ts, stage = [], [], [], []
     for k in range(1, n_windows + 1):
         for u, s in enumerate(split.train):
             if len(s) > k:
                 us.append(u); hs.append(s[:-k][-L:]); ts.append(int(s[-k])); stage.append("train")
     for st in ("valid", "test"):
-        for u, (h, t) in enumerate(zip(split.history(st), split.targets(st))):
+        for u, h, t in zip(split.rows_user(st).tolist(), split.history(st), split.targets(st)):
             us.append(u); hs.append(h[-L:]); ts.append(int(t)); stage.append(st)
     return np.array(us), hs, np.array(ts), np.array(stage)
+
+
+def prompts_digest(users, histories, train_rows, answers) -> str:
+    """md5 of what decides the LLM pass's prompts beyond the text of titles and genres: each prompt's user and
+    history (item ids, in order) and which prompts train L_LLM with which answers. Two splits (leave-one-out and a
+    K-event split) give different prompts, hence different digests."""
+    hist = [np.asarray(h, dtype=np.int64) for h in histories]
+    return utils.digest(np.asarray(users, dtype=np.int64), np.array([len(h) for h in hist], dtype=np.int64),
+                        np.concatenate(hist) if hist else np.zeros(0, dtype=np.int64),
+                        np.asarray(train_rows, dtype=np.int64), np.asarray(answers, dtype=np.int64))
 
 
 def build_llm(titles, genre_names, Q, P_u, cfg: dict, *, seed: int, bf16: bool, device: str, progress: bool = True,
@@ -225,13 +240,19 @@ def llm_pass(build, W_users, W_hist, train_rows, answers, cfg: dict, seed: int) 
             "seconds": {"load": t_load, "train": t_train, "pass": enc["seconds"]}, "n_prompts": len(W_users)}
 
 
-def cached_llm_pass(compute, *, dataset: str, smoke: bool, seed: int, cfg: dict, bf16: bool, Q, P_u, titles,
-                    genre_names) -> tuple[dict, bool]:
-    """(the LLM pass, read from the cache?): `compute()` once, then read from data/cache/deftrec/. The ONE place
-    that names the pass's cache file, for notebook 07's lesson and evidence notebook alike. The key: every setting
-    of the pass (cfg, LLM_DEFAULTS' keys), the seed, bf16, the CF tables its prompts carry, the prompts' text (the
-    item titles and genre names, read from the dataset's files: `utils.text_digest`), and through `utils.cache_file`
-    the code of this module and of what it imports (lib.llm, lib.models.deftrec, ...) and the package versions."""
+def cached_llm_pass(build, W_users, W_hist, train_rows, answers, *, cfg: dict, seed: int, dataset: str, smoke: bool,
+                    bf16: bool, Q, P_u, titles, genre_names) -> tuple[dict, bool]:
+    """(the LLM pass, read from the cache?): `llm_pass(build, W_users, W_hist, train_rows, answers, cfg, seed)` once,
+    then read from data/cache/deftrec/. The ONE place that names the pass's cache file, for notebook 07's lesson and
+    evidence notebook alike. It computes the pass from the same prompts it keys, so a key cannot describe other
+    prompts than the pass holds. The key: every setting of the pass (cfg, LLM_DEFAULTS' keys), the seed, bf16, the CF
+    tables its prompts carry, the prompts themselves (`prompts_digest`: each prompt's user and item ids, the training
+    rows and their answers; a leave-one-out and a K-event split give different prompts, so neither reads the other's
+    pass), the prompts' text (the item titles and genre names, read from the dataset's files: `utils.text_digest`),
+    and through `utils.cache_file` the code of this module and of what it imports (lib.llm, lib.models.deftrec, ...)
+    and the package versions."""
     key = dict(dataset=dataset, smoke=smoke, seed=seed, **{k: cfg[k] for k in LLM_DEFAULTS}, bf16=bool(bf16),
-               cf_tables=utils.digest(Q, P_u), prompt_text=utils.text_digest(*titles, *genre_names))
-    return utils.cached(utils.cache_file("deftrec/llm_pass", key, code=(__name__,)), compute)
+               cf_tables=utils.digest(Q, P_u), prompts=prompts_digest(W_users, W_hist, train_rows, answers),
+               prompt_text=utils.text_digest(*titles, *genre_names))
+    return utils.cached(utils.cache_file("deftrec/llm_pass", key, code=(__name__,)),
+                        lambda: llm_pass(build, W_users, W_hist, train_rows, answers, cfg, seed))

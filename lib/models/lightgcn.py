@@ -100,10 +100,22 @@ class LightGCN(nn.Module):
         I[0] = 0
         return U.clone(), I
 
-    def scorer(self):
-        """score_fn(users, stage) for lib.metrics: dot products of the user's and every item's embedding."""
+    def scorer(self, split: data.Split | None = None):
+        """score_fn(rows, stage) for lib.metrics: dot products of the row's user's and every item's embedding.
+        split: the split evaluated; its `rows_user(stage)` maps each row to its user, so the test stage of a K-event
+        split (`data.last_k_events`: one row per event) scores each event with its user's vector. None: rows are
+        users (leave-one-out, or any validation stage); a row beyond the users is refused, not scored as another."""
         U, I = self.tables()
-        return lambda users, stage: U[users] @ I.T
+        who = {} if split is None else {st: torch.as_tensor(split.rows_user(st)) for st in ("valid", "test")}
+
+        def score_fn(rows, stage):
+            if split is not None:
+                return U[who[stage][rows]] @ I.T                                 # (B, n_items), B rows
+            if len(rows) and int(rows.max()) >= len(U):
+                raise ValueError(f"row {int(rows.max())} of stage {stage!r} is not one of the {len(U)} users: a split "
+                                 f"with several test events per user needs scorer(split) to map rows to users")
+            return U[rows] @ I.T
+        return score_fn
 
 
 def sample_negatives(users: np.ndarray, seen: np.ndarray, n_items: int, rng: np.random.Generator, k: int = 1):
