@@ -254,6 +254,17 @@ def test_fit_cached_keys_a_partial_fit_function_by_its_function_and_arguments(tm
     assert fit(functools.partial(train.fit, on_epoch=log_b)) is False, "another bound function: another fit"
 
 
+def _record_fit_cached(monkeypatch):
+    """(seen, ds): train.fit_cached replaced by a recorder of its arguments and the model it builds; a toy dataset."""
+    seen = {}
+
+    def fake(build, split, **kw):
+        seen.update(kw, model=build())
+        return "m", "f", False
+    monkeypatch.setattr(train, "fit_cached", fake)
+    return seen, type("DS", (), {"n_items": 30, "name": "toy"})()
+
+
 def test_the_reference_sasrec_is_evidence_01s_fit(monkeypatch):
     """fit_sasrec_reference asks fit_cached for exactly what evidence 01 asks at its defaults (so one cached fit per
     split and seed serves both): the same model settings, key and fit arguments."""
@@ -264,13 +275,7 @@ def test_the_reference_sasrec_is_evidence_01s_fit(monkeypatch):
                  max_len=d01["max_len"], dropout=d01["dropout"], attn_dropout=d01["dropout"])
     fit01 = {k: d01[k] for k in TRAIN_DEFAULTS}
     assert cfg01 == DEFAULTS and fit01 == TRAIN_DEFAULTS
-    seen = {}
-
-    def fake(build, split, **kw):
-        seen.update(kw, model=build())
-        return "m", "f", False
-    monkeypatch.setattr(train, "fit_cached", fake)
-    ds = type("DS", (), {"n_items": 30, "name": "toy"})()
+    seen, ds = _record_fit_cached(monkeypatch)
     assert train.fit_sasrec_reference(ds, "split", 4, use_cache=False) == ("m", "f", False)
     assert seen["key"] == {"model": "SASRec", "dataset": "toy", **cfg01} and seen["seed"] == 4
     assert {k: seen[k] for k in TRAIN_DEFAULTS} == fit01 and seen["max_len"] == cfg01["max_len"]
@@ -281,13 +286,7 @@ def test_the_reference_sasrec_in_a_smoke_run_is_small_and_never_cached(monkeypat
     """smoke=True shrinks the model and the schedule as the notebooks' smoke runs do and trains without the cache (a
     smoke run must not read or write a default-size fit under the same key); the defaults are unchanged otherwise."""
     from lib.models.sasrec import TRAIN_DEFAULTS
-    seen = {}
-
-    def fake(build, split, **kw):
-        seen.update(kw, model=build())
-        return "m", "f", False
-    monkeypatch.setattr(train, "fit_cached", fake)
-    ds = type("DS", (), {"n_items": 30, "name": "toy"})()
+    seen, ds = _record_fit_cached(monkeypatch)
     train.fit_sasrec_reference(ds, "split", 1, smoke=True)
     assert seen["use_cache"] is False and seen["epochs"] == 1 and seen["decay_epochs"] == 1
     assert seen["model"].item_emb.weight.shape[1] == 16 and seen["max_len"] == 20 == seen["key"]["max_len"]
