@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data, llm, train
+from lib import data, llm, metrics, train
 from lib.models import hdrec, hdrec_prompts, hdrec_train
 
 
@@ -309,6 +309,56 @@ def test_eval_logits_batches_by_length_and_keeps_the_users_order(tok):
             assert torch.allclose(three[a][st], one[a][st], atol=1e-5), (a, st)
             assert torch.allclose(two[a][st], one[a][st], atol=1e-5), (a, st)
     assert not torch.allclose(one["text"]["test"][0], one["text"]["test"][1])           # rows really differ by user
+
+
+def _last_read(model, adapter, window):
+    """The IPL logits at the [SEQ] after the last item of one prompt over `window`, run alone (no padding)."""
+    w = [np.asarray(window)]
+    b = (model.prompts.seq_text if adapter == "text" else model.prompts.seq_id)(w, [np.zeros(len(window), dtype=np.int64)])
+    model.set_phase(adapter)
+    with torch.no_grad():
+        return model(b)[0, -1]
+
+
+def test_eval_logits_gives_one_row_per_test_event_from_its_own_prefix(tok):
+    """A K-event split by hand: user 0 has 3 test events, user 1 has 2. Each event is read after the last L+1 items of
+    its own prefix (train, validation, the user's earlier events), each user's validation after its last L training
+    items; the rows follow the split's event order, so precomputed_scorer and metrics read them per event."""
+    model = tiny_model(tok)
+    split = data.Split(train=[np.array([1, 2, 3, 4]), np.array([5, 6])], valid=np.array([7, 8]),
+                       test=np.array([9, 10, 11, 2, 3]), n_items=N_ITEMS, test_user=np.array([0, 0, 0, 1, 1]))
+    L = 2
+    windows = {"test": [[3, 4, 7], [4, 7, 9], [7, 9, 10], [5, 6, 8], [6, 8, 2]],       # by hand: last L+1 of each prefix
+               "valid": [[3, 4], [5, 6]]}                                           # last L training items
+    trained = [[4, 7], [7, 9], [9, 10], [6, 8], [8, 2]]                             # last L items of each prefix
+    assert [w.tolist() for w, _ in hdrec_train.eval_windows(split, L)] == windows["test"]
+    out = hdrec_train.eval_logits(model, split, L, batch_size=2, progress=False)
+    for a in ("text", "id"):
+        assert out[a]["test"].shape == (5, N_ITEMS) and out[a]["valid"].shape == (2, N_ITEMS)
+        for st, ws in windows.items():
+            for row, w in enumerate(ws):
+                assert torch.allclose(out[a][st][row, 1:], _last_read(model, a, w)[1:], atol=1e-5), (a, st, row)
+        assert not torch.allclose(out[a]["test"][0], out[a]["test"][1]), "each event reads its own prefix"
+    # validation-only use: one forward per user over its last L training items, the same scores, no test rows
+    only = hdrec_train.eval_logits(model, split, L, adapters=("id",), progress=False, stages=("valid",))
+    assert set(only["id"]) == {"valid"} and torch.allclose(only["id"]["valid"], out["id"]["valid"], atol=1e-5)
+    assert [w.tolist() for w, _ in hdrec_train.eval_windows(split, L, ("valid",))] == windows["valid"]
+    test_only = hdrec_train.eval_logits(model, split, L, adapters=("id",), progress=False, stages=("test",))
+    assert set(test_only["id"]) == {"test"} and torch.allclose(test_only["id"]["test"], out["id"]["test"], atol=1e-5)
+    # the read at the trained position: the last L items of each event's prefix
+    at_l = hdrec_train.eval_logits(model, split, L, adapters=("id",), progress=False, stages=("test",),
+                                   test_at_trained_position=True)["id"]["test"]
+    for row, w in enumerate(trained):
+        assert torch.allclose(at_l[row, 1:], _last_read(model, "id", w)[1:], atol=1e-5), row
+    # the suite's metrics read the rows per event: each user's list of its events' ranks, oldest first
+    r = metrics.evaluate(train.precomputed_scorer(out["text"]), split, "test", groups=False, ranks=True)
+    assert [len(x) for x in r["ranks"]] == [3, 2] and r["overall"]["events"] == 5
+    # leave-one-out (K = 1) is the same reading: one row per user, a test read one [SEQ] after the validation read
+    loo = data.Split(train=split.train, valid=split.valid, test=np.array([9, 2]), n_items=N_ITEMS)
+    z1 = hdrec_train.eval_logits(model, loo, L, adapters=("text",), progress=False)["text"]
+    assert z1["test"].shape == (2, N_ITEMS) and torch.allclose(z1["test"][1], out["text"]["test"][3], atol=1e-5)
+    with pytest.raises(ValueError, match="stages must be"):
+        hdrec_train.eval_logits(model, split, L, progress=False, stages=("train",))
 
 
 def test_joint_updates_match_dla_head_steps_on_the_same_rows(tok, monkeypatch):

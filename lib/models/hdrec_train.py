@@ -219,41 +219,78 @@ def probe_sample(model, split: data.Split, sas, users, L: int, max_len: int, bat
 
 
 # --------------------------------------------------------------------------- evaluation helpers
+STAGES = ("valid", "test")
+
+
+def eval_windows(sub: data.Split, L: int, stages=STAGES, test_at_trained_position: bool = False) -> list:
+    """The prompts `eval_logits` runs: a list of (window, reads), window the items of one prompt, reads a list of
+    (stage, row, back): the [SEQ] `back` positions from the end (1: after the window's last item) scores `row` of
+    `stage`. Test rows are `sub`'s test rows (a user on leave-one-out, an event on a K-event split, in
+    `sub.rows_user("test")`'s order), each read after the last L+1 items of its own prefix (`sub.history("test")`:
+    train + validation + the user's earlier test events). A user's validation row is read one [SEQ] earlier in the
+    same prompt as its first test row (after its last training item, having seen its last L training items), or,
+    without test rows (or with test_at_trained_position), after its own window of its last L training items: the
+    same states by causality. test_at_trained_position: each test row is read after the last L items of its prefix
+    instead (the L-th [SEQ], a position training windows have)."""
+    stages = tuple(stages)
+    if not stages or any(st not in STAGES for st in stages) or len(set(stages)) != len(stages):
+        raise ValueError(f"stages must be one or both of {STAGES}, got {stages!r}")
+    jobs, covered = [], set()
+    if "test" in stages:
+        share = "valid" in stages and not test_at_trained_position
+        who = sub.rows_user("test")
+        for e, (h, u) in enumerate(zip(sub.history("test"), who.tolist())):
+            reads = [("test", e, 1)]
+            if share and u not in covered:                   # the user's first test row: its validation read too
+                reads.append(("valid", u, 2))
+                covered.add(u)
+            jobs.append((h[-L:] if test_at_trained_position else h[-(L + 1):], reads))
+    if "valid" in stages:
+        jobs += [(t[-L:], [("valid", u, 1)]) for u, t in enumerate(sub.train) if u not in covered]
+    return jobs
+
+
 @torch.no_grad()
 def eval_logits(model, sub: data.Split, L: int, adapters=("text", "id"), batch_size: int = 8,
-                progress: bool = True, test_at_trained_position: bool = False) -> dict:
-    """{adapter: {"valid": (U, n_items), "test": (U, n_items)}} IPL logits (padding item set to the row
-    minimum, it is masked anyway). One forward per user over the last L+1 items of train + valid: the
-    [SEQ] after the last train item predicts the validation item (it sees L items), the [SEQ] after the
-    validation item predicts the test item (causality keeps the two apart). Users are batched in order of prompt
-    length (less padding: ~19 % fewer tokens for whole titles at batch 32); the rows come back in the users' order.
-    The test read is then the (L+1)-th [SEQ], a position training windows (L items) never have;
-    test_at_trained_position=True reads it at the L-th instead, from the last L items (one more forward per user:
-    only "test" is returned)."""
-    hist = sub.history("test")
-    wins = [h[-L:] if test_at_trained_position else h[-(L + 1):] for h in hist]
+                progress: bool = True, test_at_trained_position: bool = False, stages=STAGES) -> dict:
+    """{adapter: {stage: (rows, n_items)}} IPL logits of each of `stages` (padding item set to the row minimum, it
+    is masked anyway): "valid" one row per user, "test" one row per test row of `sub`: per user on leave-one-out,
+    per test EVENT on a K-event split (`data.last_k_events`), in `sub.rows_user("test")`'s order, so
+    `train.precomputed_scorer` and `lib.metrics` read them as any scorer's.
+
+    Each test row is predicted from its own prefix: one forward over the last L+1 items of its history, the [SEQ]
+    after the last of them predicts it (the (L+1)-th [SEQ], a position training windows of L items never have;
+    test_at_trained_position=True reads it at the L-th, from the last L items). A user's validation item is read in
+    the forward of its first test row, at the [SEQ] after its last training item (it sees L items; causality keeps
+    the two reads apart), so validation costs no forward of its own; stages=("valid",) (validation-only use:
+    choosing alpha, a validation curve) runs one forward per user over its last L training items, the same states.
+    `eval_windows` lists the prompts. Prompts run in order of length (less padding: ~19 % fewer tokens for whole
+    titles at batch 32); the rows come back in the split's order."""
+    jobs = eval_windows(sub, L, stages, test_at_trained_position)
+    n_rows = {"valid": sub.n_users, "test": sub.n_events}
     model.eval()
     out = {}
     for a in adapters:
         model.set_phase(a)
-        # users in order of prompt length, so a batch pads little (right padding: the causal states at real positions
-        # do not depend on it); the rows go back to the users' order at the end
-        n_tok = [sum(len(model.prompts.item_tokens[i]) + 1 for i in w) if a == "text" else 2 * len(w) for w in wins]
+        # prompts in order of length, so a batch pads little (right padding: the causal states at real positions do
+        # not depend on it); every read goes to its own row
+        n_tok = [sum(len(model.prompts.item_tokens[i]) + 1 for i in w) if a == "text" else 2 * len(w) for w, _ in jobs]
         order = np.argsort(n_tok, kind="stable")
-        zv, zt = [], []
-        for s in tqdm(range(0, sub.n_users, batch_size), desc=f"eval {a}", disable=not progress, leave=False):
-            w = [wins[u] for u in order[s:s + batch_size]]
+        got = {st: torch.empty(n_rows[st], model.n_items) for st in stages}
+        for s in tqdm(range(0, len(jobs), batch_size), desc=f"eval {a}", disable=not progress, leave=False):
+            pick = [jobs[j] for j in order[s:s + batch_size]]
+            w = [x for x, _ in pick]
             tg = [np.zeros(len(x), dtype=np.int64) for x in w]
             b = model.prompts.seq_text(w, tg) if a == "text" else model.prompts.seq_id(w, tg)
             z = model(b)                                                         # (B, K, n_items)
-            n = torch.tensor([len(x) for x in w], device=z.device)
-            rows = torch.arange(len(w), device=z.device)
-            if not test_at_trained_position:
-                zv.append(z[rows, n - 2].cpu())
-            zt.append(z[rows, n - 1].cpu())
-        back = torch.from_numpy(np.argsort(order, kind="stable"))
-        out[a] = {"test": torch.cat(zt)[back]} if test_at_trained_position else {"valid": torch.cat(zv)[back],
-                                                                                 "test": torch.cat(zt)[back]}
-        for st in out[a].values():
+            reads = [(r, len(w[r]) - back, st, row) for r, (_, rd) in enumerate(pick) for st, row, back in rd]
+            zr = z[torch.tensor([x[0] for x in reads], device=z.device),
+                   torch.tensor([x[1] for x in reads], device=z.device)].float().cpu()   # (reads, n_items)
+            for st in stages:
+                k = [i for i, x in enumerate(reads) if x[2] == st]
+                if k:
+                    got[st][torch.tensor([reads[i][3] for i in k])] = zr[k]
+        for st in got.values():
             st[:, 0] = st[:, 1:].min(-1).values
+        out[a] = got
     return out
