@@ -11,6 +11,7 @@ from lib.diffusion import Scheduler
 
 STEM = "03_diffusion_trajectories"
 EVIDENCE = f"evidence/{STEM}"
+REF = "SASRec (01's schedule)"        # evidence 01's SASRec trained on the notebook's own split
 
 
 def _check_common(r):
@@ -46,6 +47,38 @@ def test_nb03_evidence_smoke_results(smoke_results):
     assert len(cl) == 3 and all(c["n_users"] == 943 and c["ci"][0] <= c["diff"] <= c["ci"][1] for c in cl.values())
     # a representation at the highest noise level cannot keep all of SASRec's accuracy in a tiny run
     assert cl["03.high_noise_keeps"]["diff"] < 0.05 and cl["03.high_noise_keeps"]["kind"] == "paper"
+    # the K-event split (smoke K = 3): every row tested on each user's last 3 items (ML-100K: every user has >= 20),
+    # a user's ranks the list of its events; the representations against the reference row on the same split
+    K = r["k_events"]
+    assert K == 3 and r["n_users"] == 943 and r["n_events"] == 943 * K
+    m = r["methods"]
+    assert set(m) == {REF, "Pop", "x0_hat at the highest noise (one-shot)", "partial reverse from T_u"}
+    assert m[REF]["reference"] is None and r["sasrec"]["fit"].startswith("smoke")
+    for name, row in m.items():
+        assert row["k_events"] == K, name
+        ranks = row["runs"][0]["ranks"]
+        assert len(ranks) == 943 and all(isinstance(x, list) and len(x) == K for x in ranks), name
+        assert name == REF or row["reference"] == f"{EVIDENCE}/{REF}", name
+    # the claims' B is that SASRec: x_0 . E^T is its scorer, and the claim's mean is its HR@10 (a user's events averaged)
+    sas = m[REF]["runs"][0]["overall"]
+    assert sas["HR@10"] == pytest.approx(r["x0"]["HR@10"], abs=1e-9)
+    assert cl["03.high_noise_keeps"]["mean_b"] == pytest.approx(sas["HR@10"], abs=1e-9)
+    assert m["x0_hat at the highest noise (one-shot)"]["runs"][0]["overall"]["HR@10"] == pytest.approx(
+        cl["03.high_noise_keeps"]["mean_a"], abs=1e-9)
+
+
+def test_nb03_evidence_decides_on_the_k_event_split_against_evidence_01s_sasrec():
+    """Issue 35: the claims are decided on the K-event split (K = 10 at the defaults, evidence 02's and 04's), and the
+    SASRec beside them is evidence 01's fit on that split (`train.fit_sasrec_reference`) wherever the run is not a
+    smoke run. Fails if the notebook goes back to leave-one-out or to a SASRec of its own."""
+    import papermill as pm
+    nb = nbformat.read(run.NOTEBOOKS / f"{EVIDENCE}.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "split = data.last_k_events(ds, k_events)" in code and "leave_one_out" not in code
+    assert code.count("train.fit_sasrec_reference(ds, split, seed") == 1
+    assert code.count("split = ") == 1, "one split, built once"
+    default = pm.inspect_notebook(str(run.NOTEBOOKS / f"{EVIDENCE}.ipynb"))["k_events"]["default"]
+    assert int(default) == 10
 
 
 @pytest.mark.notebook

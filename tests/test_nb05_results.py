@@ -5,6 +5,7 @@ import math
 import re
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from lib import metrics, run
 LESSON = "05_adarec_adaptive_depth"
 EVIDENCE = "evidence/05_adarec_adaptive_depth"
 VERDICTS = set(metrics.VERDICTS)
+REF = "SASRec (01's schedule)"        # evidence 01's SASRec trained on the notebook's own split
 
 
 def _lesson():
@@ -120,7 +122,7 @@ def test_nb05_evidence_smoke_results(smoke_results):
     # section 4b: the two variants trained, decided against the paper's model, their controller logged
     for k, n in (("shared_draws", "shared draws"), ("depth_cost", "depth cost")):
         assert len(res["models"][n]["runs"]) == 1 and cl[f"05.why.{k}"]["verdict"] in VERDICTS
-        assert 0 <= res["why"]["variants"][n]["test users at T_max"] <= 1
+        assert 0 <= res["why"]["variants"][n]["test events at T_max"] <= 1
         assert set(res["why"]["controller"][n]) == {"entropy first/last epoch", "p_mean last epoch"}
     assert 0 < cost["ADARec (paper)"]["levels read at evaluation"] <= 1
     assert cost["ADARec (code's choices)"]["levels read at evaluation"] == 1      # soft weights read every level
@@ -128,3 +130,33 @@ def test_nb05_evidence_smoke_results(smoke_results):
     assert all(r["best epoch"] <= r["epochs run"] for r in res["convergence"].values())
     H = res["depth_over_training"]
     assert len(H) == 1 and abs(sum(H[0]) - 1) < 1e-6 and len(H[0]) == res["params"]["T_max"] + 1
+    # the K-event split (smoke K = 3): every row tested on each user's last 3 items (ML-100K: every user has >= 20), a
+    # user's ranks the list of its events; each row's reference is the SASRec at the same L on the same split, and
+    # evidence 01's SASRec on that split is recorded beside them (it is the normal regime's SASRec)
+    K = res["k_events"]
+    assert K == 3 and res["n_users"] == 943 and res["n_events"] == 943 * K
+    methods = res["methods"]
+    assert set(methods) == set(res["models"]) and REF in methods and "SASRec" in methods
+    for name, m in methods.items():
+        assert m["k_events"] == K, name
+        assert m["reference"] == (None if name == REF else f"{EVIDENCE}/SASRec"), name
+        for r in m["runs"]:
+            assert len(r["ranks"]) == 943 and all(isinstance(x, list) and len(x) == K for x in r["ranks"]), name
+    assert len(methods[REF]["runs"]) == 1 and res["reference_fit"]["fit"].startswith("smoke")
+    assert nr["SASRec (L = 50)"][0]["overall"] == methods[REF]["runs"][0]["overall"]
+    assert main["mean_b"] == pytest.approx(np.mean([r["overall"]["NDCG@10"] for r in methods["SASRec"]["runs"]]),
+                                           abs=1e-9)
+
+
+def test_nb05_evidence_runs_on_the_k_event_split_with_evidence_01s_sasrec():
+    """Issue 35: every row on the K-event split (K = 5 at the defaults), one split built once, and evidence 01's SASRec
+    on it (`train.fit_sasrec_reference`) wherever the run is not a smoke run. Fails if the notebook goes back to
+    leave-one-out or drops the reference."""
+    import papermill as pm
+    code = "\n".join(c.source for c in nbformat.read(run.NOTEBOOKS / f"{EVIDENCE}.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+    assert "split = data.last_k_events(ds, k_events)" in code and "leave_one_out" not in code
+    assert code.count("split = ") == 1, "one split, built once"
+    assert code.count("train.fit_sasrec_reference(ds, split, seed") == 1
+    default = pm.inspect_notebook(str(run.NOTEBOOKS / f"{EVIDENCE}.ipynb"))["k_events"]["default"]
+    assert int(default) == 5
