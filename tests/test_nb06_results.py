@@ -55,6 +55,21 @@ def test_nb06_lesson_source_is_a_lesson():
     assert "In our trials" not in "\n".join(c.source for c in ev.cells), "no trial log: a defaults table instead"
 
 
+def test_nb06_evidence_decides_on_the_k_event_split_beside_01s_sasrec():
+    """Evidence 06 at its defaults: the K-event split (K >= 2) built once, and the reference row evidence 01's SASRec
+    fitted on it with each seed (a weaker SASRec, or leave-one-out, fails here; the smoke test checks the file)."""
+    import re
+
+    from lib import params
+    d = params.defaults(EVIDENCE)
+    assert d["k_events"] >= 2 and d["sasrec_epochs"] is None and d["seeds"] >= 3
+    ev = nbformat.read(run.NOTEBOOKS / f"{EVIDENCE}.ipynb", as_version=4)
+    code = "\n".join(c.source for c in ev.cells if c.cell_type == "code")
+    assert "leave_one_out(" not in code and len(re.findall(r"data\.last_k_events\(ds, k_events\)", code)) == 1
+    assert re.search(r"return train\.fit_sasrec_reference\(ds, split, s, device=device\)", code)
+    assert """REF = "SASRec (01's schedule)" if sasrec_epochs is None""" in code
+
+
 @pytest.mark.notebook
 def test_nb06_evidence_smoke_results(smoke_results):
     res = smoke_results(EVIDENCE)
@@ -70,24 +85,38 @@ def test_nb06_evidence_smoke_results(smoke_results):
     assert res["probe"]["holdout_by"] == "user" and set(res["probe"]["r2_holdout_by_kind"]) == {"text", "id"}
     # every probe-started row says so; the paper's start is there too
     tag, paper = " (SASRec-probe head)", " (paper's start)"
-    expected = {"Pop", "SASRec (reference)", f"text only{tag}", f"ID only{tag}", f"HDRec{tag}: its text adapter (alpha = 0)",
+    expected = {"Pop", "SASRec (01's schedule)", f"text only{tag}", f"ID only{tag}", f"HDRec{tag}: its text adapter (alpha = 0)",
                 f"HDRec{tag}: its ID adapter", f"text adapter at the start{tag} (no step)",
                 f"ID adapter at the start{tag} (no step)", f"text only{paper}"}
     assert expected <= set(res["test"])
     for prefix in (f"HDRec fused{tag}", f"w/o DLA fused{tag}", f"w/o KL fused{tag}", f"HDRec fused{paper}"):
         assert any(k.startswith(prefix) for k in res["test"]), prefix
-    assert all(tag in k or paper in k for k in res["test"] if k not in ("Pop", "SASRec (reference)"))
+    assert all(tag in k or paper in k for k in res["test"] if k not in ("Pop", res["reference_row"]))
     cl = res["claims"]
     assert "not the paper's setting" in cl["06.text_vs_id"]["note"] and "note" not in cl["06.paper_start.hdrec_vs_text"]
     assert {"06.paper_start.text_vs_pop", "06.paper_start.hdrec_vs_pop", "06.probe.text"} <= set(cl)
     # the headline rows carry every seed, the ablations one
     assert cl["06.hdrec_vs_text"]["n_seeds"] == [2, 2] and cl["06.hdrec_vs_wo_kl"]["n_seeds"] == [2, 1]
-    assert cl["06.paper_start.hdrec_vs_text"]["n_seeds"] == [2, 2] and cl["06.hdrec_vs_pop"]["n_seeds"] == [2, 1]
-    assert set(res["seed_runs"]) == {"HDRec", "text only", "ID only", f"text only{paper}", f"HDRec{paper}"}
+    assert cl["06.hdrec_vs_pop"]["n_seeds"] == [2, 1] and cl["06.hdrec_vs_sasrec"]["n_seeds"] == [2, 2]
+    assert cl["06.paper_start.hdrec_vs_text"]["n_seeds"] == [1, 1], "the paper's-start rows run seed `seed` only"
+    assert set(res["seed_runs"]) == {"HDRec", "text only", "ID only", "SASRec"}
     assert all([x["seed"] for x in v] == [1] for v in res["seed_runs"].values())
     hd = next(k for k in res["methods"] if k.startswith(f"HDRec fused{tag}"))
     assert len(res["methods"][hd]["runs"]) == 2 and len(res["methods"]["Pop"]["runs"]) == 1
     assert res["params"]["seed_users"] == len(res["eval_users"])
+    # the K-event split: every row is tested on each evaluation user's last k_events items, beside evidence 01's
+    # SASRec trained on the same split with every seed of the headline rows
+    k, ref = p["k_events"], res["reference_row"]
+    assert k == res["k_events"] >= 2 and res["n_events"] == k * len(res["eval_users"])
+    assert ref == "SASRec (01's schedule)" and ref in res["methods"] and ref in res["test"]
+    for name, m in res["methods"].items():
+        assert m["k_events"] == k, name
+        assert m["reference"] == (None if name == ref else f"{EVIDENCE}/{ref}"), name
+        for run in m["runs"]:
+            tested = [i for i, r in enumerate(run["ranks"]) if r is not None]
+            assert tested == res["eval_users"], name                      # the same users in every run
+            assert all(isinstance(run["ranks"][i], list) and len(run["ranks"][i]) == k for i in tested), name
+    assert len(res["methods"][ref]["runs"]) == 2, "the reference runs every seed of the headline rows"
     # section 7b: the curves of the text adapter, the two one-change runs, the read-position check
     b = res["bf16"]                                                    # the bf16 measurement ran, both precisions
     assert set(b["valid_NDCG@10_start"]) == {"float32", "bfloat16"} and 0 <= b["top10_agreement"] <= 1
