@@ -58,7 +58,9 @@ def test_sasrec_lesson_records_one_seed_and_no_claims(smoke_results):
     assert 0.03 < pop[0]["overall"]["NDCG@10"] < 0.06
     # the cross-entropy by hand equals the library's loss; an untrained model is near-uniform over the items
     lc = res["loss_check"]
-    assert lc["by_hand"] == pytest.approx(lc["library"], abs=1e-5)
+    # float32 means over thousands of positions differ by summation order (seen: 7.432317 vs 7.432302 on a fresh
+    # clone under load, 2e-6 relative); a wrong loss (no mask, wrong target shift) is off by far more than 1e-5 relative
+    assert lc["by_hand"] == pytest.approx(lc["library"], rel=1e-5)
     assert abs(lc["by_hand"] - math.log(1682)) < 0.1 and lc["last_position"] != pytest.approx(lc["by_hand"], abs=1e-6)
     w = res["attention_recency"]["mean weight"]
     assert all(0 <= v <= 1 for v in w if v == v)
