@@ -282,6 +282,9 @@ def fit_cached(build, split, *, seed: int, key: dict, use_cache: bool = True, pr
     return model, result, cached
 
 
+SASREC_SMOKE = {"hidden": 16, "inner": 32, "max_len": 20}   # the smoke-run SASRec: evidence 01's model shrunk
+
+
 def fit_sasrec_reference(ds, split, seed: int, *, device="cpu", use_cache: bool = True, progress: bool = True,
                          smoke: bool = False):
     """(model, FitResult, cached): evidence 01's SASRec (`sasrec.DEFAULTS`, the 30-epoch schedule
@@ -294,7 +297,7 @@ def fit_sasrec_reference(ds, split, seed: int, *, device="cpu", use_cache: bool 
 
     cfg, sched = dict(DEFAULTS), dict(TRAIN_DEFAULTS)
     if smoke:
-        cfg.update(hidden=16, inner=32, max_len=20)
+        cfg.update(SASREC_SMOKE)
         sched.update(epochs=1, decay_epochs=1, patience=1)
         use_cache = False
     return fit_cached(lambda: SASRec(ds.n_items, **cfg), split, seed=seed, use_cache=use_cache, progress=progress,

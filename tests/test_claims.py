@@ -86,3 +86,16 @@ def test_07s_sasrec_claim_names_the_reference_trained_on_its_own_split():
     c = claims.REGISTRY["07.deftrec_vs_sasrec"]
     assert c.b == "SASRec (01's schedule)" and c.a == "DeftRec (paper)" and c.kind == "paper"
     assert not any("notebook 01" in (x.b + x.a) for x in claims.for_notebook("07"))
+
+
+def test_every_beats_sasrec_claim_of_02_04_06_07_names_the_reference_and_none_is_decided_twice():
+    """The B of 02's ID-only claims, 04's, 06's and 07's "beats SASRec" is the row "SASRec (01's schedule)" (evidence
+    01's SASRec on the notebook's own split); 02.gated_vs_sasrec01 (the same rows as 02.gated_vs_id there) is retired,
+    and no two claims of a notebook compare the same rows on the same metric and group (a duplicate in 08's Holm family)."""
+    for cid in ("02.gated_vs_id", "02.gated_vs_id_hr", "02.noalign_vs_id", "04.llmdirec_vs_sasrec",
+                "06.hdrec_vs_sasrec", "07.deftrec_vs_sasrec"):
+        assert claims.REGISTRY[cid].b == "SASRec (01's schedule)", cid
+    assert "02.gated_vs_sasrec01" not in claims.REGISTRY
+    for nb in ("02", "03", "04", "05", "06", "07"):
+        keys = [(c.a, c.b, c.metric, c.group) for c in claims.for_notebook(nb)]
+        assert len(keys) == len(set(keys)), nb

@@ -66,7 +66,7 @@ def test_nb06_evidence_decides_on_the_k_event_split_beside_01s_sasrec():
     ev = nbformat.read(run.NOTEBOOKS / f"{EVIDENCE}.ipynb", as_version=4)
     code = "\n".join(c.source for c in ev.cells if c.cell_type == "code")
     assert "leave_one_out(" not in code and len(re.findall(r"data\.last_k_events\(ds, k_events\)", code)) == 1
-    assert re.search(r"return train\.fit_sasrec_reference\(ds, split, s, device=device\)", code)
+    assert re.search(r"return train\.fit_sasrec_reference\(ds, split, s, device=device, smoke=smoke\)", code)
     assert """REF = "SASRec (01's schedule)" if sasrec_epochs is None""" in code
 
 
