@@ -19,6 +19,8 @@ export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# pip --no-compile: byte-compiling every installed module (torch's thousands of them) took 46 of the 75 s an install
+# took here; Python compiles the modules a run imports on first import instead (about 10 s, once).
 
 .PHONY: install kernel run lessons evidence test lab bench clean clean-cache site browser wheels-check
 
@@ -28,13 +30,13 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), "IntentLab needs Python 3.11, 3.12 or 3.13, found " + sys.version'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) "$$($(PY) -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"] if d.startswith("torch==")))')")
-	$(PY) -m pip install --quiet -e .
-	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["tool"]["intentlab"]["no-deps"]))')
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --no-compile --index-url $(TORCH_INDEX) "$$($(PY) -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"] if d.startswith("torch==")))')")
+	$(PY) -m pip install --quiet --no-compile -e .
+	$(PY) -m pip install --quiet --no-compile --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["tool"]["intentlab"]["no-deps"]))')
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-compile -e ".[test]"
 	touch $(TEST_STAMP)
 
 kernel: $(STAMP)     ## (re)register the user-level kernel "intentlab": it runs this checkout's .venv

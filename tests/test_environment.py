@@ -79,7 +79,8 @@ def test_test_tools_are_an_extra_and_the_metadata_is_there():
     py = sorted(c.rsplit(" ", 1)[1] for c in cfg["classifiers"] if c.startswith("Programming Language :: Python :: 3."))
     assert py == ["3.11", "3.12", "3.13"], "the classifiers name the versions requires-python allows"
     make = (REPO / "Makefile").read_text()
-    assert '$(PY) -m pip install --quiet -e ".[test]"' in make and "test: $(TEST_STAMP)" in make
+    assert '$(PY) -m pip install --quiet --no-compile -e ".[test]"' in make and "test: $(TEST_STAMP)" in make
+    assert make.count("pip install --quiet --no-compile") == 4, "every install skips byte-compiling (make test's time)"
 
 
 def test_make_targets_run_what_they_say():

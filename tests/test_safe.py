@@ -52,7 +52,8 @@ def test_site_inline_json_and_links_cannot_break_out():
 # --------------------------------------------------------------------------- the whole path, in a browser
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory):
-    """ML-100K with every title prefixed by a hostile string (one of HOSTILE, in turn), run through lessons 00, 04
+    """ML-100K's first 200 users and 500 items (so that the three runs stay short: every title is embedded and put in
+    prompts afresh), every title prefixed by a hostile string (one of HOSTILE, in turn), run through lessons 00, 04
     and 07 (smoke sizes: the data tour, the interactive intent clusters, a user's history and top 10) into a folder,
     and that folder's site."""
     from lib import data, run
@@ -60,9 +61,15 @@ def hostile_site(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     folder = root / "ml-hostile"
     folder.mkdir()
-    for suffix in ("inter", "user"):
-        (folder / f"ml-hostile.{suffix}").write_bytes((src / f"ml-100k.{suffix}").read_bytes())
-    lines = (src / "ml-100k.item").read_text().splitlines()
+    n_users, n_items = 200, 500
+
+    def keep(suffix, ok):       # the header and the rows whose first fields pass ok (ids as in ML-100K: 1, 2, ...)
+        lines = (src / f"ml-100k.{suffix}").read_text().splitlines()
+        return [lines[0]] + [ln for ln in lines[1:] if ok(ln.split("\t"))]
+    inter = keep("inter", lambda f: int(f[0]) <= n_users and int(f[1]) <= n_items)
+    (folder / "ml-hostile.inter").write_text("\n".join(inter) + "\n")
+    (folder / "ml-hostile.user").write_text("\n".join(keep("user", lambda f: int(f[0]) <= n_users)) + "\n")
+    lines = keep("item", lambda f: int(f[0]) <= n_items)
     rows = [lines[0]]
     for k, line in enumerate(lines[1:]):
         f = line.split("\t")
