@@ -29,10 +29,11 @@ def smoke_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("runs_smoke")
 
 
+@pytest.hookimpl(trylast=True)      # after -k and -m have deselected: only the notebooks this session runs
 def pytest_collection_modifyitems(config, items):
     """The notebooks this session runs at smoke size (test_notebook_smoke's stems), for `smoke_results` to run ahead."""
-    config._smoke_stems = sorted({it.callspec.params["stem"] for it in items
-                                  if it.originalname == "test_notebook_smoke" and hasattr(it, "callspec")})
+    config._smoke_stems = {it.callspec.params["stem"] for it in items
+                           if it.originalname == "test_notebook_smoke" and hasattr(it, "callspec")}
 
 
 # Two notebooks at a time, each kernel on one torch thread: most of a smoke run is one-threaded (the kernel's start,
@@ -63,7 +64,7 @@ def _prefetch(stems, out_dir):
         except subprocess.TimeoutExpired:
             pass                                # no results file: smoke_results runs it again and reports
 
-    order = sorted(stems, key=lambda s: (not s.startswith("evidence/"), [-ord(c) for c in s]))   # evidence/07 ... 00
+    order = sorted(stems, key=lambda s: (s.startswith("evidence/"), s), reverse=True)   # evidence/07 ... 01, 07 ... 00
     with ThreadPoolExecutor(PREFETCH_WORKERS) as pool:
         list(pool.map(one, order))
 
@@ -74,12 +75,12 @@ def smoke_results(smoke_dir, request):
 
     cache = {}
     # every notebook this session smoke-runs, but the leaderboard (it reads the others' results), two at a time
-    ahead = [s for s in getattr(request.config, "_smoke_stems", []) if not s.startswith("08")]
-    pending = [ahead] if len(ahead) > 1 else []
+    ahead = {s for s in getattr(request.config, "_smoke_stems", []) if not s.startswith("08")}
 
     def get(stem: str) -> dict:
-        if pending and stem in pending[0]:
-            _prefetch(pending.pop(), smoke_dir)
+        if len(ahead) > 1 and stem in ahead:
+            _prefetch(ahead, smoke_dir)
+            ahead.clear()
         if stem not in cache:
             path = smoke_dir / f"{stem}.json"
             if not path.is_file():
